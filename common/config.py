@@ -1,0 +1,209 @@
+"""Typed configuration: dataclasses hold every default, YAML only overrides.
+
+A paper's ``config.yaml`` has this shape::
+
+    name: c_resunet_fnc            # base values, overriding the dataclass defaults
+    model: {...}
+    train: {...}
+    presets:                       # "paper" (as written) and, where the code differs, "released"
+      paper: {}
+      released: {train: {lr: 1.0e-3}}
+    schedules:                     # how long to train: smoke (seconds), short (CPU, default), paper
+      smoke: {train: {epochs: 1}}
+      short: {...}
+      paper: {...}
+
+Resolution order: dataclass defaults < base < preset < schedule < ``--set key=value``.
+Unknown keys are an error that names the key and lists the known ones (CSBDeep-style).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from microrepro.common.errors import ConfigError
+
+RESERVED = ("presets", "schedules")
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, or raise ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+    if origin is typing.Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if _is_dataclass_type(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming the key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown key '{where}.{unknown[0]}'" + f" (known keys of {where}: {', '.join(sorted(names))})"
+        )
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name in data:
+            kwargs[field.name] = _coerce(data[field.name], hints[field.name], f"{where}.{field.name}")
+    return cls(**kwargs)
+
+
+def merge(base: Any, overrides: dict, where: str = "config") -> Any:
+    """Return a copy of dataclass instance ``base`` with ``overrides`` (nested dict) applied."""
+    if not overrides:
+        return copy.deepcopy(base)
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {overrides!r}")
+    hints = typing.get_type_hints(type(base))
+    names = {f.name for f in dataclasses.fields(base)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in names:
+            raise ConfigError(f"unknown key '{where}.{key}' (known keys of {where}: {', '.join(sorted(names))})")
+        current = getattr(base, key)
+        if dataclasses.is_dataclass(current) and isinstance(value, dict):
+            changes[key] = merge(current, value, f"{where}.{key}")
+        else:
+            changes[key] = _coerce(value, hints[key], f"{where}.{key}")
+    return dataclasses.replace(copy.deepcopy(base), **changes)
+
+
+def parse_set(assignments: list[str] | None) -> dict:
+    """Turn ``["train.lr=1e-3", "model.filters=[8,16]"]`` into a nested override dict."""
+    out: dict = {}
+    for item in assignments or []:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    """Read a YAML mapping with a clear error for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def presets_in(path: Path) -> list[str]:
+    return sorted((read_yaml(path).get("presets") or {}).keys())
+
+
+def resolve(
+    cls: type,
+    path: Path,
+    preset: str = "paper",
+    schedule: str = "short",
+    overrides: dict | None = None,
+) -> Any:
+    """Resolve a paper config: dataclass defaults < YAML base < preset < schedule < overrides."""
+    data = read_yaml(path)
+    presets = data.get("presets") or {}
+    schedules = data.get("schedules") or {}
+    if preset not in presets:
+        raise ConfigError(f"{path}: no preset '{preset}' (available: {', '.join(sorted(presets)) or 'none'})")
+    if schedule not in schedules:
+        raise ConfigError(
+            f"{path}: no schedule '{schedule}' (available: {', '.join(sorted(schedules)) or 'none'})"
+        )
+    base = {k: v for k, v in data.items() if k not in RESERVED}
+    cfg = merge(cls(), base, "config")
+    cfg = merge(cfg, presets[preset] or {}, f"presets.{preset}")
+    cfg = merge(cfg, schedules[schedule] or {}, f"schedules.{schedule}")
+    cfg = merge(cfg, overrides or {}, "--set")
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: Any) -> str:
+    """A short stable hash of the resolved config (for provenance and run names)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]

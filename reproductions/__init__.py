@@ -1,0 +1,1 @@
+"""One self-contained folder per paper; see common/registry.py for the list."""

@@ -1,0 +1,1 @@
+"""Reproduction of the 'mitos_rcnn' paper; see README.md in this folder."""

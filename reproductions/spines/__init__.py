@@ -1,0 +1,1 @@
+"""Reproduction of the 'spines' paper; see README.md in this folder."""
