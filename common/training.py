@@ -1,0 +1,283 @@
+"""Training with Keras ``fit``: resume, best/last weights, logs, NaN stop, the papers' lr schedules.
+
+Layout of ``<run_dir>/train/<name>/``::
+
+    backup/             keras.callbacks.BackupAndRestore state: a killed run resumes from here
+    best.weights.h5     weights with the best monitored value
+    last.weights.h5     weights after the last finished epoch
+    log.csv             one row per epoch (loss, metrics, lr)
+    tensorboard/        TensorBoard events (TensorFlow backend)
+    done.json           written when training finished: epochs run, seconds
+
+Works under every Keras backend; TensorFlow is only touched for TensorBoard and tf.distribute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from microrepro.common.errors import ConfigError, TrainingError
+
+
+def set_seed(seed: int, deterministic: bool = False) -> None:
+    """Seed Python, NumPy and the backend; ``deterministic`` also asks TF for deterministic ops."""
+    keras.utils.set_random_seed(int(seed))
+    if deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def train_dir(run_dir: Path, name: str) -> Path:
+    return Path(run_dir) / "train" / name
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stop at the first non-finite loss with a message that says what to try."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.model.stop_training = True
+            raise TrainingError(
+                f"loss became {float(loss)} at epoch {self.epoch + 1}, batch {batch + 1}: lower the learning "
+                "rate (--set train.lr=...), check the inputs for NaN/inf, or resume from the last good "
+                "checkpoint with --resume"
+            )
+
+
+class LastWeights(keras.callbacks.Callback):
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = str(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.save_weights(self.path)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Put the current learning rate into the epoch logs (so log.csv shows the schedule)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            lr = self.model.optimizer.learning_rate
+            logs["lr"] = float(keras.ops.convert_to_numpy(lr))
+
+
+def schedule_callbacks(lr_schedule: dict | None, monitor: str) -> list:
+    """Callbacks for the lr schedules the papers use.
+
+    ``{"kind": "plateau", "factor": 0.7, "patience": 4, "min_lr": 0}`` (cell_counting Sec. 4.5),
+    ``{"kind": "step", "every_epochs": 20, "factor": 0.1}`` (fcn_segmentation Sec. 7.1),
+    ``{"kind": "constant"}`` or None.
+    """
+    if not lr_schedule or lr_schedule.get("kind", "constant") == "constant":
+        return []
+    kind = lr_schedule["kind"]
+    if kind == "plateau":
+        return [
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=float(lr_schedule.get("factor", 0.7)),
+                patience=int(lr_schedule.get("patience", 4)),
+                min_lr=float(lr_schedule.get("min_lr", 0.0)),
+                verbose=0,
+            )
+        ]
+    if kind == "step":
+        every = int(lr_schedule["every_epochs"])
+        factor = float(lr_schedule.get("factor", 0.1))
+        base: list[float] = []
+
+        def step(epoch, lr):
+            if not base:  # the compiled lr is the base; epoch is absolute, so resume stays on schedule
+                base.append(float(lr) / (factor ** (epoch // every)))
+            return base[0] * factor ** (epoch // every)
+
+        return [keras.callbacks.LearningRateScheduler(step)]
+    raise ConfigError(f"unknown lr schedule kind {kind!r} (use plateau, step or constant)")
+
+
+def fit(
+    model: keras.Model,
+    train_ds,
+    val_ds=None,
+    *,
+    run_dir: Path,
+    name: str,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    validation_steps: int | None = None,
+    lr_schedule: dict | None = None,
+    monitor: str = "val_loss",
+    early_stopping_patience: int | None = None,
+    callbacks: list | tuple = (),
+    verbose="auto",
+    tensorboard: bool = True,
+) -> dict:
+    """Train a compiled model with resume and logs; see the module docstring for the files.
+
+    Args:
+        model: a compiled Keras model.
+        train_ds, val_ds: anything ``model.fit`` accepts (tf.data.Dataset usually).
+        run_dir: the run folder; training state goes to ``run_dir/train/<name>``.
+        name: the model's name within the run (``c_resunet``, ``yolov2``...).
+        epochs: total epochs (a resumed run trains only the remaining ones).
+        monitor: quantity for best weights, plateau and early stopping; falls back to ``loss``
+            when there is no validation data.
+
+    Returns:
+        ``{"history": {key: [per epoch]}, "epochs_run": int, "seconds": float}``; history is read
+        back from log.csv so a resumed run reports its whole curve.
+
+    Raises:
+        TrainingError: the loss became NaN/inf.
+    """
+    folder = train_dir(run_dir, name)
+    folder.mkdir(parents=True, exist_ok=True)
+    if val_ds is None and monitor.startswith("val_"):
+        monitor = monitor[4:]
+    log_path = folder / "log.csv"
+    cbs = [
+        StopOnNaN(),
+        LearningRateLogger(),
+        keras.callbacks.BackupAndRestore(str(folder / "backup"), delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(
+            str(folder / "best.weights.h5"), monitor=monitor, save_best_only=True, save_weights_only=True
+        ),
+        LastWeights(folder / "last.weights.h5"),
+        keras.callbacks.CSVLogger(str(log_path), append=True),
+        *schedule_callbacks(lr_schedule, monitor),
+        *callbacks,
+    ]
+    if early_stopping_patience:
+        cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience)))
+    if tensorboard and keras.backend.backend() == "tensorflow":
+        cbs.append(keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False))
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=int(epochs),
+        steps_per_epoch=steps_per_epoch,
+        validation_steps=validation_steps,
+        callbacks=cbs,
+        verbose=verbose,
+    )
+    seconds = time.perf_counter() - start
+    history = read_log(log_path)
+    epochs_run = len(history.get("epoch", []))
+    (folder / "done.json").write_text(json.dumps({"epochs_run": epochs_run, "seconds_last_session": seconds}))
+    return {"history": history, "epochs_run": epochs_run, "seconds": seconds}
+
+
+def read_log(log_path: Path) -> dict:
+    """log.csv as {column: [floats]}, keeping the last row of each epoch (resumes may repeat one)."""
+    log_path = Path(log_path)
+    if not log_path.is_file():
+        return {}
+    rows: dict[int, dict] = {}
+    with open(log_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row.get("epoch") in (None, "", "epoch"):
+                continue
+            rows[int(float(row["epoch"]))] = row
+    keys = sorted({k for row in rows.values() for k in row})
+    out: dict[str, list] = {k: [] for k in keys}
+    for epoch in sorted(rows):
+        for key in keys:
+            value = rows[epoch].get(key, "")
+            try:
+                out[key].append(float(value))
+            except (TypeError, ValueError):  # CSVLogger writes "NA" for keys missing in an epoch
+                out[key].append(float("nan"))
+    return out
+
+
+def load_weights(model: keras.Model, run_dir: Path, name: str, which: str = "best") -> keras.Model:
+    """Load ``best`` or ``last`` weights of ``name`` from a run folder into a built model."""
+    path = train_dir(run_dir, name) / f"{which}.weights.h5"
+    if not path.is_file():
+        from microrepro.common.errors import UserError
+
+        raise UserError(f"{path}: no trained weights for '{name}' in this run (did training finish?)")
+    model.load_weights(str(path))
+    return model
+
+
+def plot_history(run_dir: Path, name: str, out_png: Path, title: str | None = None) -> Path:
+    """Loss (and validation loss) per epoch from log.csv, log-scale y."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = read_log(train_dir(run_dir, name) / "log.csv")
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=120)
+    for key in ("loss", "val_loss"):
+        if key in history:
+            values = np.asarray(history[key])
+            ax.plot(np.arange(1, len(values) + 1), values, label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    if history.get("loss") and min(history["loss"]) > 0:
+        ax.set_yscale("log")
+    ax.set_title(title or f"{name}: training curve")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png)
+    plt.close(fig)
+    return out_png
+
+
+@contextlib.contextmanager
+def distribution(strategy: str = "none"):
+    """Scope for multi-device training through the engines that exist (never a home-made one).
+
+    ``none``: the default device. ``mirrored``: tf.distribute.MirroredStrategy (all local GPUs,
+    TensorFlow backend). ``multiworker``: tf.distribute.MultiWorkerMirroredStrategy (TF_CONFIG set
+    per worker). ``data_parallel``: keras.distribution.DataParallel (JAX backend, all local devices).
+    Build and compile the model inside the scope.
+    """
+    backend = keras.backend.backend()
+    if strategy in ("none", "", None):
+        yield None
+        return
+    if strategy in ("mirrored", "multiworker"):
+        if backend != "tensorflow":
+            raise ConfigError(f"strategy '{strategy}' needs KERAS_BACKEND=tensorflow (use data_parallel on jax)")
+        import tensorflow as tf
+
+        engine = tf.distribute.MirroredStrategy() if strategy == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy()
+        with engine.scope():
+            yield engine
+        return
+    if strategy == "data_parallel":
+        if backend != "jax":
+            raise ConfigError("strategy 'data_parallel' is keras.distribution on the jax backend (use mirrored on tensorflow)")
+        previous = keras.distribution.distribution()
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        try:
+            yield keras.distribution.distribution()
+        finally:
+            keras.distribution.set_distribution(previous)
+        return
+    raise ConfigError(f"unknown strategy '{strategy}' (none, mirrored, multiworker, data_parallel)")
