@@ -32,6 +32,15 @@ from microrepro.common.errors import UserError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def results_root() -> Path:
+    """Where generated tables live: $MICROREPRO_RESULTS (tests point it at tmp_path) or results/."""
+    return Path(os.environ.get("MICROREPRO_RESULTS", REPO_ROOT / "results"))
+
+
+def runs_root() -> Path:
+    return Path(os.environ.get("MICROREPRO_RUNS", REPO_ROOT / "runs"))
+
+
 def git_commit() -> str:
     """The current commit, suffixed ``-dirty`` when the tree has uncommitted changes."""
     try:
@@ -159,7 +168,7 @@ class Run:
     ) -> "Run":
         name = getattr(config, "name", paper)
         if out is None:
-            root = Path(runs_root or os.environ.get("MICROREPRO_RUNS", REPO_ROOT / "runs"))
+            root = Path(runs_root) if runs_root else globals()["runs_root"]()
             out = root / paper / f"{name}_{preset}_{schedule}_s{seed}"
         out = Path(out)
         if out.exists() and any(out.iterdir()) and not resume:
@@ -178,6 +187,23 @@ class Run:
             run.metrics = json.loads((out / "metrics.json").read_text())
         return run
 
+    @classmethod
+    def open(cls, paper: str, run_dir: Path, config: Any) -> "Run":
+        """Re-open a finished run folder (for ``evaluate``): keeps its metrics and provenance."""
+        _, prov, metrics = load_run(run_dir)
+        run = cls(
+            paper=paper,
+            run_dir=Path(run_dir),
+            config=config,
+            preset=prov.get("preset", "?"),
+            schedule=prov.get("schedule", "?"),
+            seed=int(prov.get("seed", 0)),
+            metrics=metrics,
+            splits=prov.get("splits", {}),
+            schedule_run=prov.get("schedule_run", {}),
+        )
+        return run
+
     def add_metrics(self, model: str, split: str, values: dict, data: DataInfo | None = None) -> None:
         """Record ``values`` ({metric: number}) for ``model`` on ``split`` and save at once."""
         clean = {k: (None if v is None else float(v)) for k, v in values.items()}
@@ -185,6 +211,12 @@ class Run:
         if data is not None:
             self.splits[split] = data.__dict__ | {"label": data.label()}
         self.save()
+
+    def figure_path(self, name: str) -> Path:
+        """Where a figure of this run goes (``<run>/figures/<name>.png``); publish() copies it."""
+        path = self.run_dir / "figures" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
 
     def provenance(self) -> dict:
         import keras
@@ -212,10 +244,18 @@ class Run:
 
     def publish(self, results_dir: Path | None = None) -> Path:
         """Copy the run's summary (provenance + metrics) to results/runs/<paper>/<run>.json."""
-        results_dir = Path(results_dir or os.environ.get("MICROREPRO_RESULTS", REPO_ROOT / "results"))
+        import shutil
+
+        results_dir = Path(results_dir) if results_dir else results_root()
         target = results_dir / "runs" / self.paper / f"{self.run_dir.name}.json"
         target.parent.mkdir(parents=True, exist_ok=True)
-        summary = {"provenance": self.provenance(), "metrics": self.metrics}
+        figures = []
+        for png in sorted((self.run_dir / "figures").glob("*.png")):
+            dest = results_dir / self.paper / self.run_dir.name / png.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(png, dest)
+            figures.append(str(dest.relative_to(results_dir)))
+        summary = {"provenance": self.provenance(), "metrics": self.metrics, "figures": figures}
         target.write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return target
 

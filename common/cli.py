@@ -1,0 +1,302 @@
+"""Command line: ``microrepro <command>`` (or ``python -m microrepro <command>``).
+
+Errors a user can fix are printed on one line (``error: ...``) with exit code 2, never as a
+traceback; ``--debug`` shows the traceback when you need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from microrepro.common.errors import UserError
+
+EPILOG = """examples:
+  microrepro list
+  microrepro reproduce cell_counting                      # default: preset paper, short schedule
+  microrepro reproduce spines --preset released --schedule paper --data-dir ~/data
+  microrepro evaluate runs/spines/<run> --data-dir ~/data/spines
+  microrepro predict runs/cell_counting/<run> my_images/*.png --out predictions/
+  microrepro results                                      # re-render every results/<paper>.md
+
+data: --data-dir, else $MICROREPRO_DATA/<dataset>, else the download cache, else the paper's
+synthetic generator (announced, and every number of that run is labelled "synthetic")."""
+
+
+def _paper_list() -> str:
+    from microrepro.common.registry import paper_list
+
+    return paper_list()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="microrepro",
+        description="Reproductions of deep-learning papers on microscopy object detection and counting.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    sub.add_parser(
+        "list",
+        help="list the papers, their data sets and whether the data is found",
+        description="List the five reproduced papers with the data set each uses by default and where "
+        "that data was found ($MICROREPRO_DATA, download cache) or that the synthetic generator will be used.",
+    )
+
+    rep = sub.add_parser(
+        "reproduce",
+        help="train and evaluate a paper's models, write its run folder and results/<paper>.md",
+        description="Train and evaluate every model of a paper's result table on its default data, then "
+        "render results/<paper>.md beside the published numbers.",
+        epilog="papers:\n" + _paper_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    rep.add_argument("paper", nargs="?", help="paper name (see `microrepro list`)")
+    rep.add_argument("--data-dir", type=Path, help="the data set folder, or a folder of data sets")
+    rep.add_argument("--preset", default="paper", help="'paper' (as written) or 'released' (authors' code)")
+    rep.add_argument(
+        "--schedule",
+        default="short",
+        help="smoke (seconds, checks the plumbing), short (default; < 30 min on a 2-core CPU), paper (full)",
+    )
+    rep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    rep.add_argument("--out", type=Path, help="run folder (default runs/<paper>/<name>_<preset>_<schedule>_s<seed>)")
+    rep.add_argument("--resume", action="store_true", help="continue a run folder that already exists")
+    rep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
+    rep.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run on a data set (its test split if it has one, else validation)",
+        description="Re-load the models of a finished run folder and evaluate them on a data set: its "
+        "held-out test split when the folder has one (e.g. spines test/ + test_labels.csv), otherwise the "
+        "validation split carved from train. Metrics are added to the run's metrics.json and the table.",
+    )
+    ev.add_argument("run_dir", type=Path)
+    ev.add_argument("--data-dir", type=Path, help="data set folder (default: as for reproduce)")
+    ev.add_argument("--no-publish", action="store_true")
+
+    pr = sub.add_parser(
+        "predict",
+        help="detect / count objects in your images with a trained run (CSV per image + overlay PNG)",
+        description="Use a trained run to detect or count objects in your own images. Writes, per image, a "
+        "CSV of detections (x, y and box or area, score) and an overlay PNG, plus counts.csv with one count "
+        "per image. Large images are predicted tile by tile.",
+    )
+    pr.add_argument("run_dir", type=Path)
+    pr.add_argument("images", nargs="+", type=Path, help="image files (png, jpg, tif, bmp) or folders of them")
+    pr.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default ./predictions)")
+    pr.add_argument("--threshold", type=float, help="score / probability threshold (default: the run's own)")
+    pr.add_argument("--model", help="which of the run's models to use (default: the paper's main model)")
+    pr.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output folder")
+
+    res = sub.add_parser(
+        "results",
+        help="re-render results/<paper>.md from the stored run summaries",
+        description="Re-render results/<paper>.md (published numbers beside reproduced ones, with data and "
+        "provenance per row) from reproductions/<paper>/published.yaml and results/runs/<paper>/*.json.",
+    )
+    res.add_argument("paper", nargs="?", help="one paper (default: all)")
+
+    pv = sub.add_parser(
+        "preview",
+        help="write a montage PNG of a synthetic generator (beside real images)",
+        description="Draw a montage of a synthetic generator's images with their ground truth (points, "
+        "boxes, mask outlines), with real images of the matching data set below when they are found, so "
+        "realism can be judged by eye.",
+    )
+    pv.add_argument("generator", help="simcep, neurons, spines or he")
+    pv.add_argument("--out", type=Path, help="PNG path (default results/previews/<generator>.png)")
+    pv.add_argument("-n", type=int, default=6, help="number of synthetic images")
+    pv.add_argument("--seed", type=int, default=0)
+
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark speed and memory of every pipeline (results/benchmarks.md)",
+        description="Measure tf.data throughput, training images/s, inference ms per image and per full "
+        "field, and peak memory for each paper's models on this machine, with warm-up and repeats; writes "
+        "results/benchmarks.md and .json beside the papers' own timings.",
+    )
+    bench.add_argument("papers", nargs="*", help="papers to benchmark (default: all that are built)")
+    bench.add_argument("--repeats", type=int, default=5)
+    return parser
+
+
+def _check_paper(name: str | None) -> str:
+    from microrepro.common.registry import PAPERS
+
+    if not name or name not in PAPERS:
+        what = f"unknown paper '{name}'" if name else "no paper given"
+        raise UserError(f"{what}. Choose one of:\n{_paper_list()}\n(e.g. make reproduce PAPER=cell_counting)")
+    return name
+
+
+def cmd_list(args) -> int:
+    from microrepro.common import data_sources
+    from microrepro.common.registry import PAPERS, get_task
+
+    print("papers:")
+    for name, text in PAPERS.items():
+        try:
+            task = get_task(name)
+            source = data_sources.resolve(task.dataset)
+            status = f"data: {task.dataset} -> {source.path or 'synthetic (not found)'}"
+        except UserError as err:
+            status = str(err)
+        print(f"  {name:<18} {text}\n  {'':<18} {status}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from microrepro.common import config as config_lib
+    from microrepro.common import data_sources, results, training
+    from microrepro.common.registry import get_task
+    from microrepro.common.runs import Run
+
+    paper = _check_paper(args.paper)
+    task = get_task(paper)
+    cfg = task.load_config(args.preset, args.schedule, config_lib.parse_set(args.set))
+    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
+    if data.path is None:
+        print(
+            f"[data] no real '{task.dataset}' data found (--data-dir, ${data_sources.DATA_ENV}, download): "
+            "using the synthetic generator; every number of this run is labelled 'synthetic'."
+        )
+    else:
+        print(f"[data] {task.dataset}: {data.path} ({data.how})")
+    training.set_seed(args.seed)
+    run = Run.create(paper, cfg, args.preset, args.schedule, args.seed, out=args.out, resume=args.resume)
+    print(f"[run] {run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {args.seed})")
+    task.reproduce(run, data)
+    run.save()
+    if args.schedule != "smoke" and not args.no_publish:
+        summary = run.publish()
+        table = results.render(paper)
+        print(f"[results] {summary}\n[results] {table}")
+    else:
+        print(f"[results] smoke/unpublished run: metrics in {run.run_dir / 'metrics.json'}")
+    return 0
+
+
+def _task_for_run(run_dir: Path):
+    from microrepro.common.registry import get_task
+    from microrepro.common.runs import load_run
+
+    _, prov, _ = load_run(run_dir)
+    if "paper" not in prov:
+        raise UserError(f"{run_dir}: provenance.json names no paper; is this a finished run folder?")
+    return get_task(prov["paper"]), prov
+
+
+def cmd_evaluate(args) -> int:
+    from microrepro.common import data_sources, results
+    from microrepro.common.runs import Run
+
+    task, prov = _task_for_run(args.run_dir)
+    cfg = task.config_from_run(args.run_dir)
+    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
+    run = Run.open(task.name, args.run_dir, cfg)
+    task.evaluate(run, data)
+    run.save()
+    if run.schedule != "smoke" and not args.no_publish:
+        run.publish()
+        print(f"[results] {results.render(task.name)}")
+    print(f"[evaluate] metrics in {args.run_dir / 'metrics.json'}")
+    return 0
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    from microrepro.common.imageio import IMAGE_SUFFIXES
+
+    images = []
+    for path in paths:
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise UserError(f"{path}: no such image file or folder")
+    if not images:
+        raise UserError("no images found (png, jpg, tif, bmp)")
+    return images
+
+
+def cmd_predict(args) -> int:
+    task, _ = _task_for_run(args.run_dir)
+    images = _expand_images(args.images)
+    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
+        raise UserError(f"{args.out} is not empty; choose another --out or pass --overwrite")
+    args.out.mkdir(parents=True, exist_ok=True)
+    options = {k: v for k, v in (("threshold", args.threshold), ("model", args.model)) if v is not None}
+    written = task.predict(args.run_dir, images, args.out, **options)
+    print(f"[predict] {len(images)} image(s) -> {args.out} ({len(written)} files)")
+    return 0
+
+
+def cmd_results(args) -> int:
+    from microrepro.common import results
+
+    if args.paper:
+        paths = [results.render(_check_paper(args.paper))]
+    else:
+        paths = results.render_all()
+    for path in paths:
+        print(f"[results] {path}")
+    return 0
+
+
+def cmd_preview(args) -> int:
+    from microrepro.common.runs import results_root
+    from microrepro.datasets.synthetic import preview
+
+    out = args.out or results_root() / "previews" / f"{args.generator}.png"
+    path = preview.preview_with_real(args.generator, out, n=args.n, seed=args.seed)
+    print(f"[preview] {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from microrepro.common import bench
+
+    path = bench.run(args.papers or None, repeats=args.repeats)
+    print(f"[bench] {path}")
+    return 0
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "reproduce": cmd_reproduce,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "results": cmd_results,
+    "preview": cmd_preview,
+    "bench": cmd_bench,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: the run folder keeps its checkpoints; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
