@@ -1,0 +1,220 @@
+"""Benchmarks: speed and memory of every paper's pipeline, beside the papers' own timings.
+
+Each paper's Task may define ``benchmarks(config) -> list[BenchCase]``. Every case runs in its own
+subprocess (so peak memory is that case's alone) and measures, with warm-up and repeats (median and
+min–max spread):
+
+- the tf.data input pipeline alone (images/s, with the paper's augmentation) and its ratio to what
+  training consumes (> 1 means the pipeline is not the bottleneck);
+- training: images/s and ms/step at the case's input size and batch;
+- inference: ms per image at the paper's input size, and seconds per full field with tiling;
+- peak host memory (max RSS) of the process.
+
+Timings are never asserted in tests: a benchmark is not a timed test.
+``python -m microrepro.common.bench --case <paper>:<index>`` runs one case and prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from microrepro.common.runs import device_name, git_commit, results_root
+
+
+@dataclass
+class BenchCase:
+    """One model of one paper to benchmark. Callables are built lazily inside the subprocess."""
+
+    paper: str
+    name: str
+    build: Callable[[], Any]  # -> compiled keras.Model
+    input_shape: tuple  # (H, W, C) of one training/inference image
+    batch: int
+    make_batch: Callable[[int], tuple]  # batch size -> (x, y) numpy arrays for train_on_batch
+    pipeline: Callable[[], Any] | None = None  # -> batched tf.data.Dataset of the real input pipeline
+    field_shape: tuple | None = None  # full field (H, W, C) predicted by tiling
+    field_predict: Callable[[Any, Any], Any] | None = None  # (model, field image) -> anything
+    published: list = field(default_factory=list)  # [{"metric", "value", "hardware", "source"}]
+    note: str = ""
+
+
+def _median_spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
+    """Measure one case in this process (call it in a fresh subprocess for clean peak memory)."""
+    import keras
+    import numpy as np
+
+    out: dict = {
+        "paper": case.paper,
+        "model": case.name,
+        "input": "x".join(str(v) for v in case.input_shape),
+        "batch": case.batch,
+        "backend": keras.backend.backend(),
+        "device": device_name(),
+        "precision": keras.config.dtype_policy().name,
+        "note": case.note,
+        "published": case.published,
+    }
+    model = case.build()
+    out["parameters"] = int(model.count_params())
+    x, y = case.make_batch(case.batch)
+    for _ in range(2):  # warm-up: tracing / compilation
+        model.train_on_batch(x, y)
+    step_times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        step_times.append((time.perf_counter() - start) / steps)
+    out["train_ms_per_step"] = _median_spread([t * 1000 for t in step_times])
+    out["train_images_per_s"] = _median_spread([case.batch / t for t in step_times])
+
+    single = x[:1] if not isinstance(x, dict) else {k: v[:1] for k, v in x.items()}
+    model.predict_on_batch(single)
+    infer = []
+    for _ in range(repeats * 2):
+        start = time.perf_counter()
+        model.predict_on_batch(single)
+        infer.append((time.perf_counter() - start) * 1000)
+    out["infer_ms_per_image"] = _median_spread(infer)
+
+    if case.pipeline is not None:
+        from microrepro.common.pipeline import pipeline_throughput
+
+        rates = [pipeline_throughput(case.pipeline(), n_batches=10, warmup=2)["images_per_s"] for _ in range(3)]
+        out["pipeline_images_per_s"] = _median_spread(rates)
+        out["pipeline_to_training_ratio"] = out["pipeline_images_per_s"]["median"] / out["train_images_per_s"]["median"]
+
+    if case.field_shape is not None and case.field_predict is not None:
+        rng = np.random.default_rng(0)
+        image = rng.random(case.field_shape).astype("float32")
+        case.field_predict(model, image)
+        fields = []
+        for _ in range(max(2, repeats // 2)):
+            start = time.perf_counter()
+            case.field_predict(model, image)
+            fields.append(time.perf_counter() - start)
+        out["field"] = "x".join(str(v) for v in case.field_shape)
+        out["s_per_field"] = _median_spread(fields)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def cases_for(paper: str) -> list[BenchCase]:
+    from microrepro.common.registry import get_task
+
+    task = get_task(paper)
+    hook = getattr(task, "benchmarks", None)
+    if hook is None:
+        return []
+    return hook(task.load_config("paper", "paper"))
+
+
+def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None = None) -> Path:
+    """Run every case in a subprocess; write results/benchmarks.{json,md}."""
+    from tqdm import tqdm
+
+    from microrepro.common.errors import UserError
+    from microrepro.common.registry import PAPERS
+
+    jobs = []
+    for paper in papers or list(PAPERS):
+        try:
+            n = len(cases_for(paper))
+        except UserError as err:
+            print(f"[bench] {paper}: skipped ({err})")
+            continue
+        jobs += [(paper, i) for i in range(n)]
+    rows = []
+    for paper, index in tqdm(jobs, desc="benchmarks", unit="case"):
+        cmd = [sys.executable, "-m", "microrepro.common.bench", "--case", f"{paper}:{index}", "--repeats", str(repeats)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        if proc.returncode != 0:
+            rows.append({"paper": paper, "case": index, "error": proc.stderr.strip().splitlines()[-1:]})
+            continue
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out_dir = Path(out_dir or results_root())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    (out_dir / "benchmarks.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    return render(rows, meta, out_dir / "benchmarks.md")
+
+
+def _m(entry: dict | None, fmt: str = "{:.1f}") -> str:
+    if not entry:
+        return "–"
+    return f"{fmt.format(entry['median'])} ({fmt.format(entry['min'])}–{fmt.format(entry['max'])})"
+
+
+def render(rows: list[dict], meta: dict, path: Path) -> Path:
+    lines = [
+        "# Benchmarks",
+        "",
+        f"_Generated by `microrepro bench` (commit `{meta['commit']}`, {meta['date']}); median (min–max) of "
+        "repeats after warm-up; do not edit by hand._",
+        "",
+        "| paper | model | params | input × batch | backend / precision | device | train img/s | train ms/step | "
+        "pipeline img/s (ratio) | infer ms/img | field s (size) | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    published = []
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row['paper']} | case {row['case']} | error: {' '.join(row['error'])} |" + " |" * 9)
+            continue
+        ratio = f" ({row['pipeline_to_training_ratio']:.1f}×)" if "pipeline_to_training_ratio" in row else ""
+        field = f"{_m(row.get('s_per_field'), '{:.2f}')} ({row.get('field', '–')})" if row.get("s_per_field") else "–"
+        lines.append(
+            f"| {row['paper']} | {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['input']} × {row['batch']} | "
+            f"{row['backend']} / {row['precision']} | {row['device']} | {_m(row['train_images_per_s'])} | "
+            f"{_m(row['train_ms_per_step'])} | {_m(row.get('pipeline_images_per_s'))}{ratio} | "
+            f"{_m(row['infer_ms_per_image'])} | {field} | {row['peak_rss_mb']:.0f} |"
+        )
+        for pub in row.get("published", []):
+            ours = row.get("s_per_field") if pub["metric"].startswith("s_per") else row.get("infer_ms_per_image")
+            published.append(
+                f"| {row['paper']} | {row['model']} | {pub['metric']} | {pub['value']} ({pub['hardware']}, {pub['source']}) | "
+                f"{_m(ours, '{:.2f}')} ({row['device']}, {row['backend']}) |"
+            )
+    if published:
+        lines += [
+            "",
+            "## The papers' timings beside ours",
+            "",
+            "| paper | model | metric | published (hardware) | ours (hardware, backend) |",
+            "|---|---|---|---|---|",
+            *published,
+        ]
+    notes = [row["note"] for row in rows if row.get("note")]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in dict.fromkeys(notes)]]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _main() -> int:
+    parser = argparse.ArgumentParser(description="run one benchmark case and print its JSON")
+    parser.add_argument("--case", required=True, help="<paper>:<index>")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    paper, index = args.case.split(":")
+    case = cases_for(paper)[int(index)]
+    print(json.dumps(measure(case, repeats=args.repeats)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

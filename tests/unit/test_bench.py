@@ -1,0 +1,36 @@
+"""common/bench.py measures a case and renders the table (structure only: timings are never asserted)."""
+
+import numpy as np
+
+from microrepro.common import bench
+
+
+def _case():
+    import keras
+
+    def build():
+        model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3, padding="same"),
+                                  keras.layers.Conv2D(1, 1)])
+        model.compile(optimizer="adam", loss="mse")
+        return model
+
+    def make_batch(batch):
+        x = np.zeros((batch, 16, 16, 1), "float32")
+        return x, x
+
+    return bench.BenchCase(
+        paper="toy", name="tiny", build=build, input_shape=(16, 16, 1), batch=2, make_batch=make_batch,
+        field_shape=(40, 40, 1), field_predict=lambda model, image: model.predict_on_batch(image[None, :32, :32]),
+        published=[{"metric": "ms_per_image", "value": 29, "hardware": "GTX 650", "source": "Table 1"}],
+    )
+
+
+def test_measure_and_render(tmp_path):
+    row = bench.measure(_case(), repeats=2, steps=1)
+    assert row["parameters"] == 4 * 9 + 4 + 4 + 1
+    for key in ("train_images_per_s", "train_ms_per_step", "infer_ms_per_image", "s_per_field"):
+        assert row[key]["n"] >= 2 and row[key]["median"] > 0
+    assert row["peak_rss_mb"] > 0
+    path = bench.render([row], {"commit": "abc", "date": "today"}, tmp_path / "benchmarks.md")
+    text = path.read_text()
+    assert "| toy | tiny |" in text and "29 (GTX 650, Table 1)" in text
