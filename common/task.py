@@ -42,6 +42,10 @@ class Task(abc.ABC):
 
     def fetch(self) -> Path | None:
         """Download the default data set into the pooch cache; None when it has no public URL."""
+        from microrepro.datasets import download
+
+        if self.dataset in download.REGISTRY:
+            return download.fetch(self.dataset)
         return None
 
     @abc.abstractmethod

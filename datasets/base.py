@@ -93,7 +93,12 @@ def boxes_to_points(boxes: np.ndarray) -> np.ndarray:
 
 
 def mask_to_objects(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroids ``[x, y]`` and boxes ``[x1, y1, x2, y2]`` (x2/y2 = last pixel + 1) per instance."""
+    """Centroids ``[x, y]`` and boxes ``[x1, y1, x2, y2]`` (x2/y2 = last pixel + 1) per instance.
+
+    Centroids are in pixel-index coordinates (pixel i covers [i, i+1) and has centre i), while the
+    box edges are exclusive, so a box midpoint sits half a pixel right/below the centroid of a
+    symmetric object; matching thresholds (6-50 px, 8 µm) are far coarser than that.
+    """
     from skimage.measure import regionprops
 
     points, boxes = [], []
