@@ -143,6 +143,7 @@ print("RESULT " + json.dumps({{
 """
 
 
+@pytest.mark.slow  # 2-3 min of XLA compilation on CPU; backend parity of the suite is in tests/unit/test_backends.py
 def test_faster_rcnn_trains_and_predicts_under_jax(tmp_path):
     pytest.importorskip("jax")
     script = tmp_path / "jax_run.py"
