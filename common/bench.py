@@ -1,6 +1,6 @@
 """Benchmarks: speed and memory of every paper's pipeline, beside the papers' own timings.
 
-Each paper's Task may define ``benchmarks(config) -> list[BenchCase]``. Every case runs in its own
+Each paper may define ``reproductions/<paper>/bench.py`` with ``benchmarks(config) -> list[BenchCase]``. Every case runs in its own
 subprocess (so peak memory is that case's alone) and measures, with warm-up and repeats (median and
 min–max spread):
 
@@ -114,13 +114,19 @@ def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
 
 
 def cases_for(paper: str) -> list[BenchCase]:
+    """The cases of ``reproductions/<paper>/bench.py:benchmarks(config)`` at the paper's own config."""
+    import importlib
+
     from microrepro.common.registry import get_task
 
     task = get_task(paper)
-    hook = getattr(task, "benchmarks", None)
-    if hook is None:
-        return []
-    return hook(task.load_config("paper", "paper"))
+    try:
+        module = importlib.import_module(f"microrepro.reproductions.{paper}.bench")
+    except ModuleNotFoundError as err:
+        if err.name == f"microrepro.reproductions.{paper}.bench":
+            return []
+        raise
+    return module.benchmarks(task.load_config("paper", "paper"))
 
 
 def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None = None) -> Path:
