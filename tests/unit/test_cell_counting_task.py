@@ -1,0 +1,120 @@
+"""cell_counting task helpers: config presets, crops, oversampling, threshold sweep, evaluation."""
+
+import numpy as np
+import pytest
+import yaml
+from skimage.draw import disk
+
+from microrepro.common.errors import ConfigError, UserError
+from microrepro.reproductions.cell_counting import postprocess as post
+from microrepro.reproductions.cell_counting import task as T
+from microrepro.reproductions.cell_counting.task import TASK, Field
+
+
+def _field(shape, centres, radius=10, fid="f"):
+    labels = np.zeros(shape, np.int32)
+    for k, centre in enumerate(centres, start=1):
+        rr, cc = disk(centre, radius, shape=shape)
+        labels[rr, cc] = k
+    image = np.zeros(shape + (3,), np.uint8)
+    image[labels > 0] = (220, 200, 10)
+    return Field(fid, image, labels)
+
+
+def test_presets_and_schedules_resolve():
+    paper = TASK.load_config("paper", "paper")
+    assert paper.train.lr == 6e-3 and paper.train.plateau_patience == 4 and paper.train.plateau_factor == 0.7
+    assert paper.weight_map.kind == "paper" and paper.weight_map.sigma == 25.0
+    assert (paper.weight_map.cell_weight, paper.weight_map.background_weight) == (1.0, 1.5)
+    assert paper.data.crop_size == 512 and paper.data.crop_stride == 400
+    assert paper.postprocess.threshold_grid == (0.5, 0.975, 0.025)
+    released = TASK.load_config("released", "paper")
+    assert released.train.lr == 1e-3 and released.train.plateau_patience == 5 and released.train.min_lr == 9e-8
+    assert released.train.early_stopping_patience == 20 and released.train.loss_cell_weight == 1.5
+    assert released.weight_map.kind == "released" and released.postprocess.sizes == "released"
+    short = TASK.load_config("paper", "short")
+    assert short.data.scale == 0.5 and short.data.crop_size == 256 and short.data.crop_stride == 200
+    assert TASK.load_config("released", "smoke").train.steps_per_epoch == 2
+    with pytest.raises(ConfigError, match="unknown key"):
+        TASK.load_config("paper", "smoke", {"train": {"learning_rate": 1.0}})
+
+
+def test_published_metrics_are_keys_the_task_writes():
+    published = yaml.safe_load(TASK.published_path.read_text())
+    field = _field((64, 64), [(32, 32)])
+    heat = (field.labels > 0).astype(np.float32)
+    metrics, _ = T.evaluate_fields([heat], [field], T.postprocessor(T.FULL, post.PostprocessSizes(10, 10, 5, 7, 1)), 0.5, 50.0)
+    for row in published["tables"][0]["rows"]:
+        assert row["model"] == T.FULL
+        assert row["metric"] in metrics
+
+
+def test_threshold_grid_is_the_released_one():
+    grid = T.threshold_grid(TASK.load_config("paper", "paper"))
+    assert len(grid) == 20 and grid[0] == 0.5 and grid[-1] == 0.975
+    np.testing.assert_allclose(np.diff(grid), 0.025)
+
+
+def test_is_hard_crop_rule():
+    assert not T.is_hard_crop(_field((64, 64), [(20, 20)]).labels, 3, 3)
+    assert T.is_hard_crop(_field((100, 100), [(20, 20), (20, 80), (80, 20)], 8).labels, 3, 3)  # 3 cells
+    touching = np.zeros((20, 30), np.int32)
+    touching[5:15, 2:12] = 1
+    touching[5:15, 13:23] = 2  # 1 px apart
+    assert T.is_hard_crop(touching, 6, 3)
+    apart = np.zeros((20, 40), np.int32)
+    apart[5:15, 2:12] = 1
+    apart[5:15, 25:35] = 2  # 13 px apart
+    assert not T.is_hard_crop(apart, 6, 3)
+
+
+def test_crops_layout_weights_and_oversampling():
+    cfg = TASK.load_config("paper", "paper", {"data": {"crop_size": 32, "crop_stride": 24, "hard_min_cells": 2, "hard_repeat": 2}})
+    fields = [_field((56, 80), [(20, 20), (20, 60)], 8), _field((56, 80), [], 8, "empty")]
+    crops = T.make_crops(fields, cfg)
+    # 56 x 80 at size 32 / stride 24: rows {0, 24}, cols {0, 24, 48} -> 6 crops per field
+    assert crops["image"].shape == (12, 32, 32, 3) and crops["image"].dtype == np.uint8
+    assert crops["mask"].shape == (12, 32, 32, 1) and set(np.unique(crops["mask"])) == {0, 1}
+    assert crops["weights"].dtype == np.float16
+    assert float(crops["weights"][6:].min()) == 1.5  # empty field: background class weight only
+    # Only the middle column of crops (x 24..56) holds parts of both cells (x 12..28 and 52..68).
+    np.testing.assert_array_equal(crops["hard"], [False, True, False, False, True, False] + [False] * 6)
+    sampled = T.oversample(crops, 2)
+    assert len(sampled["image"]) == 12 + 2 * 2 and "hard" not in sampled
+    np.testing.assert_array_equal(sampled["image"][12:], crops["image"][[1, 4, 1, 4]])
+
+
+def test_split_fields_is_seeded_and_disjoint():
+    fields = [_field((16, 16), [], fid=str(i)) for i in range(10)]
+    train, val = T.split_fields(fields, 0.3, seed=0)
+    assert len(train) == 7 and len(val) == 3
+    assert {f.id for f in train}.isdisjoint({f.id for f in val})
+    assert [f.id for f in T.split_fields(fields, 0.3, seed=0)[1]] == [f.id for f in val]
+    with pytest.raises(UserError, match="at least 2"):
+        T.split_fields(fields[:1], 0.3, seed=0)
+
+
+def test_sweep_and_evaluation_on_hand_built_heatmaps():
+    field = _field((120, 200), [(60, 50), (60, 150)], radius=12)
+    heat = np.zeros((120, 200), np.float32)
+    heat[field.labels == 1] = 0.9
+    heat[field.labels == 2] = 0.6  # dim cell: found only below 0.6
+    rr, cc = disk((20, 100), 10, shape=heat.shape)
+    heat[rr, cc] = 0.7  # a false positive above 0.6
+    sizes = post.PostprocessSizes(hole_area=50, min_object=20, max_filter=9, footprint=13, min_marker=1)
+    fn = T.postprocessor(T.FULL, sizes)
+    result = T.sweep([heat], [field], fn, np.array([0.5, 0.65, 0.8]), 50.0)
+    # t=0.5: 2 TP + 1 FP -> F1 0.8; t=0.65: 1 TP, 1 FP, 1 FN -> 0.5; t=0.8: 1 TP, 1 FN -> 2/3
+    np.testing.assert_allclose(result["f1"], [0.8, 0.5, 2 / 3])
+    metrics, per_field = T.evaluate_fields([heat], [field], fn, 0.5, 50.0)
+    assert metrics["f1"] == pytest.approx(0.8) and metrics["f1_released"] == pytest.approx(0.8)
+    assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
+    assert metrics["mae"] == 1.0 and metrics["medae"] == 1.0 and metrics["mean_error"] == 1.0
+    assert metrics["threshold"] == 0.5
+    assert per_field[0][1].max() == 3
+    perfect, _ = T.evaluate_fields([(field.labels > 0).astype(np.float32)], [field], fn, 0.5, 50.0)
+    assert perfect["f1"] == 1.0 and perfect["mae"] == 0.0 and perfect["mean_iou"] == 1.0
+
+
+def test_no_watershed_postprocessor_is_connected_components():
+    assert T.postprocessor(T.NO_WATERSHED, post.PostprocessSizes()) is post.connected_components
