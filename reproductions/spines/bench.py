@@ -1,0 +1,158 @@
+"""Benchmark cases of the spines reproduction for ``microrepro bench`` (``common/bench.py``).
+
+Two cases, the two detectors of Table 1 with the paper's own timings beside them:
+
+- tiny-YOLOv2 at ``yolo.input_size`` (448) with its region loss, on batches of the released
+  darknet cfg's size (32) capped at :data:`CPU_MAX_YOLO_BATCH` (the note says so);
+- Faster R-CNN (Inception-V2 to Mixed_4e) at ``faster_rcnn.input_size`` (448), batch 1 (TF OD
+  API default), trained through its own ``compute_loss`` on ``{"boxes", "classes"}`` targets.
+
+Each case's ``pipeline`` is the real augmented tf.data pipeline of ``data.detection_dataset`` on
+a few images of the synthetic spine generator. ``infer ms/img`` is one forward pass of batch 1:
+for tiny-YOLOv2 the raw network output (decoding + NMS are numpy, not included), for Faster
+R-CNN the whole graph (proposals, ROI head, NMS).
+
+Reference: Aroui, Table 1 (29.016 ms/img tiny-YOLOv2 on a GTX 650, 58 ms/img Faster R-CNN on a
+GTX 1080); the numbers are read from ``published.yaml``, never typed here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microrepro.common.bench import BenchCase
+
+PAPER = "spines"
+CPU_MAX_YOLO_BATCH = 8  # on a CPU only: batch 32 at 448 px takes tens of seconds per step
+PIPELINE_IMAGES = 8  # synthetic images behind the pipeline measurement (it repeats them)
+
+
+def _on_cpu() -> bool:
+    """No accelerator visible to the Keras backend: the CPU caps of this module apply."""
+    from microrepro.common.runs import cpu_name, device_name
+
+    return device_name() == cpu_name()
+
+
+def published_timings(model: str) -> list[dict]:
+    """The paper's timing rows of ``model`` from ``published.yaml`` in ``BenchCase.published`` form."""
+    from microrepro.common.results import load_published
+
+    out = []
+    for table in load_published(PAPER).get("tables", []):
+        for row in table.get("rows", []):
+            timing = row["metric"] == "ms_per_image" or row["metric"].startswith("s_per")
+            if row["model"] == model and timing and row["published"] is not None:
+                out.append({"metric": row["metric"], "value": row["published"],
+                            "hardware": row.get("hardware", "not stated"), "source": row["source"]})
+    return out
+
+
+def _boxes(n: int, size: int, box_px: float, max_boxes: int, seed: int = 0) -> np.ndarray:
+    """``(n, max_boxes, 4)`` xyxy px: 3 boxes of ``box_px`` per image at random places, rest -1."""
+    rng = np.random.default_rng(seed)
+    boxes = -np.ones((n, max_boxes, 4), np.float32)
+    k = min(3, max_boxes)
+    x1 = rng.uniform(0, size - box_px, (n, k))
+    y1 = rng.uniform(0, size - box_px, (n, k))
+    boxes[:, :k] = np.stack([x1, y1, x1 + box_px, y1 + box_px], axis=-1)
+    return boxes
+
+
+def _prepared(cfg, size: int):
+    """A few synthetic images resized to ``size`` (``data.prepare``), built once per process."""
+    from microrepro.datasets.synthetic import spines as synthetic_spines
+    from microrepro.reproductions.spines import data as data_lib
+
+    key = (size, cfg.data.max_boxes)
+    if key not in _PREPARED:
+        samples = synthetic_spines.generate(PIPELINE_IMAGES, 0)
+        _PREPARED[key] = data_lib.prepare(samples, size, cfg.data.max_boxes)
+    return _PREPARED[key]
+
+
+_PREPARED: dict = {}
+
+
+def _yolo_case(cfg) -> BenchCase:
+    from microrepro.reproductions.spines import runners, tiny_yolo
+    from microrepro.reproductions.spines import data as data_lib
+
+    y = cfg.yolo
+    size = int(y.input_size)
+    batch = int(y.train.batch_size)
+    if _on_cpu():
+        batch = min(batch, CPU_MAX_YOLO_BATCH)
+    note = "spines/yolov2: "
+    if batch < y.train.batch_size:
+        note += f"batch {batch} on CPU (config = released darknet cfg: {y.train.batch_size}); "
+    note += ("infer = network forward only (box decoding + NMS are numpy); training at the "
+             "fixed input size (the paper trains multi-scale, the pipeline row includes the multi-scale resize)")
+
+    def build():
+        model = runners.build_yolo(cfg)
+        loss = tiny_yolo.YoloV2Loss(y.anchors, y.object_scale, y.noobject_scale, y.coord_scale, y.ignore_thresh, y.rescore)
+        model.compile(optimizer=runners.make_optimizer(y.train), loss=loss)  # as runners.train_yolo
+        return model
+
+    def make_batch(n: int):
+        x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
+        boxes = _boxes(n, size, cfg.data.box_size * size / 128.0, cfg.data.max_boxes)
+        # YoloV2Loss: boxes normalised to [0, 1], padding rows -1.
+        return x, np.where(boxes >= 0, boxes / size, -1.0).astype(np.float32)
+
+    def pipeline():
+        sizes = [s for s in y.multiscale_sizes if s % tiny_yolo.STRIDE == 0] or None
+        return data_lib.detection_dataset(
+            _prepared(cfg, size), batch, 0, flip_horizontal=y.flip_horizontal, rot90=y.rot90,
+            brightness=y.brightness, contrast=y.contrast, multiscale_sizes=sizes, normalised=True,
+        )
+
+    return BenchCase(
+        paper=PAPER, name="yolov2", build=build, input_shape=(size, size, 1), batch=batch, make_batch=make_batch,
+        pipeline=pipeline, published=published_timings("yolov2"), note=note,
+    )
+
+
+def _faster_rcnn_case(cfg) -> BenchCase:
+    from microrepro.reproductions.spines import runners
+    from microrepro.reproductions.spines import data as data_lib
+
+    f = cfg.faster_rcnn
+    size = int(f.input_size)
+    batch = int(f.train.batch_size)
+
+    def build():
+        model = runners.build_faster_rcnn(cfg, seed=0)
+        model.compile(optimizer=runners.make_optimizer(f.train))  # the loss is the model's compute_loss
+        return model
+
+    def make_batch(n: int):
+        x = np.random.default_rng(0).random((n, size, size, 1), dtype=np.float32)
+        boxes = _boxes(n, size, cfg.data.box_size * size / 128.0, cfg.data.max_boxes)
+        classes = np.where(boxes[..., 2] > boxes[..., 0], 0, -1).astype(np.int32)
+        return x, {"boxes": boxes, "classes": classes}
+
+    def pipeline():
+        import tensorflow as tf
+
+        dataset = data_lib.detection_dataset(_prepared(cfg, size), batch, 0, flip_horizontal=f.flip_horizontal,
+                                             normalised=False)
+        # as runners.train_faster_rcnn
+        return dataset.map(lambda im, b: (im, {"boxes": b, "classes": tf.where(b[..., 2] > b[..., 0], 0, -1)}))
+
+    return BenchCase(
+        paper=PAPER, name="faster_rcnn", build=build, input_shape=(size, size, 1), batch=batch,
+        make_batch=make_batch, pipeline=pipeline, published=published_timings("faster_rcnn"),
+        note=f"spines/faster_rcnn: Inception-V2 to Mixed_4e, {f.proposals} proposals; infer = the whole detection graph",
+    )
+
+
+def benchmarks(config) -> list[BenchCase]:
+    """tiny-YOLOv2 and Faster R-CNN (Inception-V2) at the config's input sizes (448 at "paper")."""
+    cases = []
+    if config.yolo.enabled:
+        cases.append(_yolo_case(config))
+    if config.faster_rcnn.enabled:
+        cases.append(_faster_rcnn_case(config))
+    return cases

@@ -1,0 +1,29 @@
+"""tiny-YOLOv2 (the short-schedule config) overfits a few real spine images: loss halves, F1 >= 0.8."""
+
+from microrepro.common.data_sources import DataSource
+from microrepro.reproductions.spines import data as data_lib
+from microrepro.reproductions.spines import postprocess, runners
+from microrepro.reproductions.spines.task import TASK
+
+
+def test_tiny_yolo_overfits_eight_real_images(shared_data, tmp_path):
+    root = shared_data("spines")
+    overrides = {
+        "data": {"max_train_images": 8},
+        # A fixed scale and no augmentation: the point is to memorise these 8 images.
+        "yolo": {
+            "multiscale_sizes": [], "flip_horizontal": False, "rot90": False, "brightness": 0.0, "contrast": 0.0,
+            "train": {"batch_size": 8, "steps": 160, "steps_per_epoch": 20, "max_minutes": 0.0},
+        },
+    }
+    cfg = TASK.load_config("paper", "short", overrides)
+    splits = data_lib.load_splits(DataSource("spines", root, "test"), cfg, seed=0)
+    train = data_lib.prepare(splits["train"], cfg.yolo.input_size, cfg.data.max_boxes)
+    assert len(train) == 8
+
+    model, info = runners.train_yolo(cfg, train, tmp_path / "run", seed=0, verbose=0)
+    assert info["loss_last"] < 0.5 * info["loss_first"]
+
+    detections = runners.detect_yolo(model, cfg, train)
+    metrics = postprocess.evaluate_detections(detections, train.gt_boxes, cfg.yolo.score_threshold)
+    assert metrics["f1"] >= 0.8, metrics

@@ -1,0 +1,67 @@
+"""Inception-V2 backbone, Faster R-CNN wiring and the spines config presets."""
+
+import numpy as np
+import pytest
+
+from microrepro.common.errors import ConfigError
+from microrepro.reproductions.spines import inception_v2
+from microrepro.reproductions.spines.task import TASK
+
+
+def test_inception_v2_endpoints_channels_and_stride():
+    model = inception_v2.build_inception_v2(in_channels=3, width_multiplier=1.0, input_size=224)
+    assert model.output_shape == (None, 14, 14, 576)  # Mixed_4e, stride 16
+    # slim depths: Mixed_3b 256, Mixed_3c 320, Mixed_4a 576 (= 160 + 96 + 320 pooled)
+    assert model.get_layer("Mixed_3b").output.shape[-1] == 256
+    assert model.get_layer("Mixed_3c").output.shape[-1] == 320
+    assert model.get_layer("Mixed_4a").output.shape[-1] == 576
+    assert model.get_layer("Mixed_4a").output.shape[1] == 14
+    assert model.count_params() == 4_273_048
+    stride8 = inception_v2.build_inception_v2(1, 1.0, 224, final_endpoint="Mixed_3c")
+    assert stride8.output_shape == (None, 28, 28, 320)
+    head = inception_v2.build_second_stage(576)
+    assert head.compute_output_shape((5, 14, 14, 576)) == (5, 7, 7, 1024)
+
+
+def test_inception_v2_width_multiplier_and_errors():
+    thin = inception_v2.build_inception_v2(in_channels=1, width_multiplier=0.25, input_size=64)
+    assert thin.output_shape == (None, 4, 4, 144)  # 24 + 48 + 48 + 24
+    with pytest.raises(ValueError, match="final_endpoint"):
+        inception_v2.build_inception_v2(final_endpoint="Mixed_9z")
+    with pytest.raises(ValueError, match="width_multiplier"):
+        inception_v2.build_inception_v2(width_multiplier=0.0)
+    with pytest.raises(ConfigError, match="not available offline"):
+        inception_v2.load_pretrained(thin, "imagenet")
+    with pytest.raises(ConfigError, match="not available offline"):
+        inception_v2.load_pretrained(thin, "coco")
+
+
+def test_presets_differ_where_the_released_code_differs():
+    paper = TASK.load_config("paper", "paper")
+    released = TASK.load_config("released", "paper")
+    assert (paper.faster_rcnn.train.optimizer, paper.faster_rcnn.train.lr, paper.faster_rcnn.train.steps) == ("adam", 2e-5, 9000)
+    assert (released.faster_rcnn.train.optimizer, released.faster_rcnn.train.lr, released.faster_rcnn.train.steps) == (
+        "momentum", 2e-4, 60000)
+    assert released.faster_rcnn.anchor_sizes == [64.0, 128.0, 256.0, 512.0]
+    assert released.faster_rcnn.loc_loss_weight == 2.0 and released.faster_rcnn.keep_aspect_ratio
+    assert paper.faster_rcnn.anchor_ratios == [1.0] and paper.faster_rcnn.proposals == 300
+    assert paper.yolo.input_size == 448 and paper.yolo.train.weight_decay == 5e-4
+    with pytest.raises(ConfigError, match="unknown key"):
+        TASK.load_config("paper", "short", {"yolo": {"learning_rate": 1}})
+
+
+def test_faster_rcnn_anchors_scale_with_the_input_size():
+    from microrepro.reproductions.spines import runners
+
+    cfg = TASK.load_config("paper", "short")
+    fr = runners.faster_rcnn_config(cfg)
+    assert fr.anchor_sizes == (12.0, 16.0, 24.0, 32.0)  # 24-64 px at 448 -> 12-32 px at 224
+    assert fr.anchor_ratios == (1.0,) and fr.rpn_post_nms_top_k_test == 300 and fr.feature_stride == 16
+
+
+def test_timing_takes_the_median_after_a_warm_up():
+    from microrepro.reproductions.spines import runners
+
+    calls = []
+    ms = runners.time_per_image(lambda batch: calls.append(len(batch)), np.zeros((3, 4, 4, 1)), repeats=2)
+    assert calls == [1] * (1 + 2 * 3) and ms >= 0
