@@ -1,0 +1,120 @@
+"""Benchmark case of the mitos_rcnn reproduction for ``microrepro bench`` (``common/bench.py``).
+
+The MITOS-RCNN cascade (VGG-16 to conv4_3, RPN_1 on conv4, RPN_2 on the fused conv3+4 maps,
+Fast R-CNN head; ``model.build_model("mitos_rcnn", ...)``) at the paper's 299 x 299 x 3 HPF
+subsections (Sec. IV-A), trained through its own ``compute_loss`` on ``{"boxes", "classes"}``
+targets with the paper's optimiser (``task.make_optimizer``: SGD, momentum 0.9, weight decay).
+The paper's batch of 10 (Sec. IV-B.4) is capped at :data:`CPU_MAX_BATCH` on a CPU (the note says
+so). Backbone weights are left random (``pretrained: none``): ImageNet weights need the network
+and do not change the timing.
+
+The full field is one Aperio HPF (``eval.timing_field``, 1376 x 1539 px, Table I) detected as the
+task does it (``evaluation.detect_field``: overlapping subsections at ``data.scale``, batched,
+merged by tile cores + NMS), beside the paper's 0.5 s per HPF on one Tesla K80 and Saha et
+al.'s 0.3 s (Sec. V-B.3, read from ``published.yaml``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from microrepro.common.bench import BenchCase
+
+PAPER = "mitos_rcnn"
+CPU_MAX_BATCH = 2  # on a CPU only: the paper's 10 subsections of 299 px make one step take minutes
+PIPELINE_FIELDS = 2  # synthetic H&E fields cut into subsections for the pipeline measurement
+# MitosRCNNTask._overlap_px for a field without a pixel size (0.25 um/px, the synthetic fields').
+DEFAULT_PIXEL_SIZE_UM = 0.25
+
+_SUBSECTIONS: dict = {}
+
+
+def _on_cpu() -> bool:
+    """No accelerator visible to the Keras backend: the CPU caps of this module apply."""
+    from microrepro.common.runs import cpu_name, device_name
+
+    return device_name() == cpu_name()
+
+
+def published_timings(model: str, label: str | None = None) -> list[dict]:
+    """The paper's timing rows of ``model`` from ``published.yaml`` in ``BenchCase.published`` form.
+
+    ``label`` is appended to the metric name, for rows of another work shown beside ours.
+    """
+    from microrepro.common.results import load_published
+
+    out = []
+    for table in load_published(PAPER).get("tables", []):
+        for row in table.get("rows", []):
+            timing = row["metric"] == "ms_per_image" or row["metric"].startswith("s_per")
+            if row["model"] == model and timing and row["published"] is not None:
+                metric = f"{row['metric']} ({label})" if label else row["metric"]
+                out.append({"metric": metric, "value": row["published"],
+                            "hardware": row.get("hardware", "not stated"), "source": row["source"]})
+    return out
+
+
+def benchmarks(config) -> list[BenchCase]:
+    """One case: MITOS-RCNN at ``model.input_size``, batch min(paper, 2), one tiled HPF."""
+    from microrepro.common import config as config_lib
+    from microrepro.reproductions.mitos_rcnn import data as data_lib
+    from microrepro.reproductions.mitos_rcnn import evaluation
+    from microrepro.reproductions.mitos_rcnn.task import make_optimizer
+
+    cfg = config_lib.merge(config, {"model": {"backbone": {"pretrained": "none"}}}, "bench")
+    m, d = cfg.model, cfg.data
+    size = int(m.input_size)
+    batch = int(cfg.train.batch_size)
+    if _on_cpu():
+        batch = min(batch, CPU_MAX_BATCH)
+    max_boxes = 16  # data.make_subsections' default padding
+    box_px = d.box_um / DEFAULT_PIXEL_SIZE_UM * d.scale
+
+    def build():
+        from microrepro.reproductions.mitos_rcnn.model import build_model
+
+        model = build_model("mitos_rcnn", m, seed=0)
+        model.compile(optimizer=make_optimizer(cfg.train))  # as MitosRCNNTask.train_model
+        return model
+
+    def make_batch(n: int):
+        rng = np.random.default_rng(0)
+        x = rng.random((n, size, size, 3), dtype=np.float32)
+        boxes = -np.ones((n, max_boxes, 4), np.float32)
+        classes = -np.ones((n, max_boxes), np.int32)
+        x1 = rng.uniform(0, size - box_px, (n, 2))
+        y1 = rng.uniform(0, size - box_px, (n, 2))
+        boxes[:, :2] = np.stack([x1, y1, x1 + box_px, y1 + box_px], axis=-1)
+        classes[:, :2] = [0, 1]  # one mitotic figure, one look-alike per subsection
+        return x, {"boxes": boxes, "classes": classes}
+
+    def pipeline():
+        key = (size, d.scale, d.box_um, d.tiles_per_field)
+        if key not in _SUBSECTIONS:
+            from microrepro.datasets.synthetic import he_fields
+
+            side = (d.synthetic_field_size, d.synthetic_field_size)
+            fields = he_fields.generate(PIPELINE_FIELDS, d.synthetic_seed, he_fields.HEConfig(image_size=side))
+            _SUBSECTIONS[key] = data_lib.make_subsections(fields, size, d.scale, d.box_um, d.tiles_per_field, seed=0)
+        return data_lib.training_dataset(_SUBSECTIONS[key], batch, 0, d.rotations)
+
+    overlap_px = int(round(d.tile_overlap_um / DEFAULT_PIXEL_SIZE_UM))
+
+    def field_predict(model, image):
+        # detect_field reads uint8 RGB fields; the bench hands a float image in [0, 1].
+        field = np.round(image * 255).astype(np.uint8)
+        return evaluation.detect_field(model, field, size, d.scale, overlap_px, nms_iou=m.detection_nms_iou)
+
+    field_h, field_w = (int(v) for v in cfg.eval.timing_field)
+    capped = f"batch {batch} on CPU (config: {cfg.train.batch_size}, Sec. IV-B.4); " if batch < cfg.train.batch_size else ""
+    note = (f"mitos_rcnn: {capped}random backbone weights; "
+            f"field = {field_h}x{field_w} HPF as {data_lib.subsection_px(size, d.scale)} px subsections "
+            f"(overlap {overlap_px} px) resized to {size}, 16 per predict batch (evaluation.detect_field); "
+            "Saha et al.'s 0.3 s is their model, shown for scale")
+    return [
+        BenchCase(
+            paper=PAPER, name="mitos_rcnn", build=build, input_shape=(size, size, 3), batch=batch,
+            make_batch=make_batch, pipeline=pipeline, field_shape=(field_h, field_w, 3), field_predict=field_predict,
+            published=published_timings("mitos_rcnn") + published_timings("saha_2017", "Saha et al. [14]"), note=note,
+        )
+    ]
