@@ -41,15 +41,22 @@ def runs_root() -> Path:
     return Path(os.environ.get("MICROREPRO_RUNS", REPO_ROOT / "runs"))
 
 
-def git_commit() -> str:
-    """The current commit, suffixed ``-dirty`` when the tree has uncommitted changes."""
+CODE_PATHS = ("common", "datasets", "reproductions", "setup.cfg", "Makefile")
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    """The current commit, suffixed ``-dirty`` when the code differs from it.
+
+    Code means the tracked and untracked (not ignored) files of the package folders and setup.cfg:
+    an untracked new module changes what ran as surely as an edited one.
+    """
     try:
         sha = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT,
+            ["git", "status", "--porcelain", "--untracked-files=normal", "--", *CODE_PATHS],
+            cwd=root,
             capture_output=True,
             text=True,
             check=True,

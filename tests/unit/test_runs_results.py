@@ -74,3 +74,23 @@ def test_missing_published_file_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
     with pytest.raises(UserError, match="published.yaml: missing"):
         results.render("toy", tmp_path)
+
+
+def test_git_commit_is_dirty_for_an_untracked_module(tmp_path):
+    import subprocess
+
+    from microrepro.common.runs import git_commit
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-q", "--allow-empty", "-m", "x")
+    clean = git_commit(tmp_path)
+    assert clean and not clean.endswith("-dirty") and clean != "unknown"
+    (tmp_path / "reproductions").mkdir()
+    (tmp_path / "reproductions" / "new_model.py").write_text("x = 1\n")
+    assert git_commit(tmp_path) == clean + "-dirty"
+    (tmp_path / "notes.txt").write_text("not code\n")  # files outside the code paths do not count
+    (tmp_path / "reproductions" / "new_model.py").unlink()
+    assert git_commit(tmp_path) == clean
