@@ -178,6 +178,8 @@ def fit(
         validation_steps=validation_steps,
         callbacks=cbs,
         verbose=verbose,
+        # A tf.data pipeline shuffles itself (common.pipeline); fit's shuffle only applies to arrays.
+        shuffle=not hasattr(train_ds, "element_spec"),
     )
     seconds = time.perf_counter() - start
     history = read_log(log_path)
