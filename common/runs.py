@@ -41,7 +41,7 @@ def runs_root() -> Path:
     return Path(os.environ.get("MICROREPRO_RUNS", REPO_ROOT / "runs"))
 
 
-CODE_PATHS = ("common", "datasets", "reproductions", "setup.cfg", "Makefile")
+CODE_PATHS = ("common", "datasets", "reproductions", "microrepro", "setup.cfg", "Makefile")
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:
