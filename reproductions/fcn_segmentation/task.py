@@ -324,7 +324,7 @@ class FcnSegmentationTask(Task):
         compile_model(model, optim)
         result = fit(
             model, train_ds, val_ds, run_dir=run.run_dir, name=name, epochs=optim.epochs,
-            steps_per_epoch=steps, lr_schedule=lr_schedule(optim), monitor="val_loss", verbose=0,
+            steps_per_epoch=steps, lr_schedule=lr_schedule(optim), monitor="val_loss", verbose="auto",
         )
         load_weights(model, run.run_dir, name, "best")
         plot_history(run.run_dir, name, run.figure_path(f"loss_{name}"), f"{name}: training loss")
