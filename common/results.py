@@ -85,7 +85,13 @@ def data_label(run: dict, split: str) -> str:
     info = run["provenance"].get("splits", {}).get(split)
     if not info:
         return f"{split}: ?"
-    return f"{split} — {info.get('label', info.get('kind'))}"
+    # The table cell says what a reader must not miss (real or synthetic, which set, how many
+    # images); the split's full note and checksum are listed under Provenance.
+    kind = info.get("kind", "?")
+    kind = "**synthetic**" if kind == "synthetic" else kind
+    if "dataset" in info and "n_images" in info:
+        return f"{split} — {kind}: {info['dataset']}, {info['n_images']} img"
+    return f"{split} — {info.get('label', kind)}"
 
 
 def render(paper: str, root: Path | None = None) -> Path:

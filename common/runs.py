@@ -160,6 +160,7 @@ class Run:
     splits: dict = field(default_factory=dict)
     schedule_run: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+    commit: str = ""  # the code as the run started (what was imported), not as it ended
 
     @classmethod
     def create(
@@ -188,7 +189,12 @@ class Run:
             if stored != json.loads(json.dumps(config_lib.to_dict(config), default=str)):
                 raise UserError(f"{out}: --resume with a different config than the stored one; use --out")
         out.mkdir(parents=True, exist_ok=True)
-        run = cls(paper=paper, run_dir=out, config=config, preset=preset, schedule=schedule, seed=seed)
+        run = cls(paper=paper, run_dir=out, config=config, preset=preset, schedule=schedule, seed=seed,
+                  commit=git_commit())
+        if resume and (out / "provenance.json").is_file():
+            earlier = json.loads((out / "provenance.json").read_text()).get("commit")
+            if earlier and earlier != run.commit:
+                run.extra["resumed_from_commit"] = earlier
         (out / "config.json").write_text(json.dumps(config_lib.to_dict(config), indent=2, default=str))
         if (out / "metrics.json").is_file():
             run.metrics = json.loads((out / "metrics.json").read_text())
@@ -208,6 +214,7 @@ class Run:
             metrics=metrics,
             splits=prov.get("splits", {}),
             schedule_run=prov.get("schedule_run", {}),
+            commit=prov.get("commit", ""),
         )
         return run
 
@@ -231,7 +238,7 @@ class Run:
         return {
             "paper": self.paper,
             "run": self.run_dir.name,
-            "commit": git_commit(),
+            "commit": self.commit or git_commit(),
             "config_hash": config_lib.config_hash(self.config),
             "preset": self.preset,
             "schedule": self.schedule,

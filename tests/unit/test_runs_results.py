@@ -61,7 +61,7 @@ def test_table_has_published_beside_reproduced_with_data_and_delta(tmp_path, mon
     smoke.add_metrics("net", "val", {"f1": 0.1})
     smoke.publish(out_root)  # smoke runs never reach the table
     text = results.render("toy", out_root).read_text()
-    assert "| net | f1 | 0.900 | 0.800 | -0.100 | synthetic_test — synthetic: toy generator, 20 img | paper/short (shortened schedule) | Table 1 |" in text
+    assert "| net | f1 | 0.900 | 0.800 | -0.100 | synthetic_test — **synthetic**: toy generator, 20 img | paper/short (shortened schedule) | Table 1 |" in text
     assert "| other | f1 | 0.500 | not run |" in text
     assert "29.000 (GTX 650)" in text or "29 (GTX 650)" in text
     assert "f1_released" in text.split("Further measurements")[1]
@@ -94,3 +94,14 @@ def test_git_commit_is_dirty_for_an_untracked_module(tmp_path):
     (tmp_path / "notes.txt").write_text("not code\n")  # files outside the code paths do not count
     (tmp_path / "reproductions" / "new_model.py").unlink()
     assert git_commit(tmp_path) == clean
+
+
+def test_provenance_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "git_commit", lambda root=None: "aaaa")
+    run = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run")
+    run.save()
+    monkeypatch.setattr(runs, "git_commit", lambda root=None: "bbbb")  # code edited during the run
+    assert run.provenance()["commit"] == "aaaa"
+    again = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run", resume=True)
+    prov = again.provenance()
+    assert prov["commit"] == "bbbb" and prov["resumed_from_commit"] == "aaaa"
