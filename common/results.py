@@ -172,6 +172,9 @@ def render(paper: str, root: Path | None = None) -> Path:
                 + ", ".join(f"{k} {v}" for k, v in sorted((prov.get("versions") or {}).items())),
                 f"- schedule actually run: `{json.dumps(prov.get('schedule_run') or {}, sort_keys=True)}`",
             ]
+            for key in ("commit_note", "resumed_from_commit"):
+                if prov.get(key):
+                    lines.append(f"- {key.replace('_', ' ')}: {prov[key]}")
             for split, info in sorted((prov.get("splits") or {}).items()):
                 checksum = f", checksum `{info['checksum']}`" if info.get("checksum") else ""
                 lines.append(f"- split `{split}`: {info.get('label', info.get('kind'))}{checksum}")
