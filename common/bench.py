@@ -48,6 +48,31 @@ class BenchCase:
     note: str = ""
 
 
+def on_cpu() -> bool:
+    """No accelerator visible to the Keras backend: a paper's CPU caps (smaller batch/input) apply."""
+    from microrepro.common.runs import cpu_name
+
+    return device_name() == cpu_name()
+
+
+def published_timings(paper: str, model: str, label: str | None = None) -> list[dict]:
+    """The paper's timing rows of ``model`` from its ``published.yaml``, in ``BenchCase.published`` form.
+
+    ``label`` is appended to the metric name, for rows of another work shown beside ours.
+    """
+    from microrepro.common.results import load_published
+
+    out = []
+    for table in load_published(paper).get("tables", []):
+        for row in table.get("rows", []):
+            timing = row["metric"] == "ms_per_image" or row["metric"].startswith("s_per")
+            if row["model"] == model and timing and row["published"] is not None:
+                metric = f"{row['metric']} ({label})" if label else row["metric"]
+                out.append({"metric": metric, "value": row["published"],
+                            "hardware": row.get("hardware", "not stated"), "source": row["source"]})
+    return out
+
+
 def _median_spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 

@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from microrepro.common.bench import BenchCase
+from microrepro.common.bench import BenchCase, on_cpu
 
 PAPER = "dwt_mitosis"
 CPU_INPUT = 64
@@ -32,12 +32,6 @@ CPU_BATCH = 2
 PIPELINE_FIELDS = 4  # synthetic H&E fields behind the pipeline measurement (it repeats them)
 
 _FIELDS: dict = {}
-
-
-def _on_cpu() -> bool:
-    from microrepro.common.runs import cpu_name, device_name
-
-    return device_name() == cpu_name()
 
 
 def benchmarks(config) -> list[BenchCase]:
@@ -48,7 +42,7 @@ def benchmarks(config) -> list[BenchCase]:
     size = int(t.crop_size or config.synthetic.field_size)
     batch = int(t.batch_size)
     note = "dwt_mitosis: "
-    if _on_cpu() and (size > CPU_INPUT or batch > CPU_BATCH):
+    if on_cpu() and (size > CPU_INPUT or batch > CPU_BATCH):
         note += (f"CPU run at {min(size, CPU_INPUT)} px, batch {min(batch, CPU_BATCH)} "
                 f"(config: {size} px whole fields, batch {batch}, Sec. 4.3); ")
         size, batch = min(size, CPU_INPUT), min(batch, CPU_BATCH)

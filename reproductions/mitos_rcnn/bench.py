@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from microrepro.common.bench import BenchCase
+from microrepro.common.bench import BenchCase, on_cpu, published_timings
 
 PAPER = "mitos_rcnn"
 CPU_MAX_BATCH = 2  # on a CPU only: the paper's 10 subsections of 299 px make one step take minutes
@@ -27,31 +27,6 @@ PIPELINE_FIELDS = 2  # synthetic H&E fields cut into subsections for the pipelin
 DEFAULT_PIXEL_SIZE_UM = 0.25
 
 _SUBSECTIONS: dict = {}
-
-
-def _on_cpu() -> bool:
-    """No accelerator visible to the Keras backend: the CPU caps of this module apply."""
-    from microrepro.common.runs import cpu_name, device_name
-
-    return device_name() == cpu_name()
-
-
-def published_timings(model: str, label: str | None = None) -> list[dict]:
-    """The paper's timing rows of ``model`` from ``published.yaml`` in ``BenchCase.published`` form.
-
-    ``label`` is appended to the metric name, for rows of another work shown beside ours.
-    """
-    from microrepro.common.results import load_published
-
-    out = []
-    for table in load_published(PAPER).get("tables", []):
-        for row in table.get("rows", []):
-            timing = row["metric"] == "ms_per_image" or row["metric"].startswith("s_per")
-            if row["model"] == model and timing and row["published"] is not None:
-                metric = f"{row['metric']} ({label})" if label else row["metric"]
-                out.append({"metric": metric, "value": row["published"],
-                            "hardware": row.get("hardware", "not stated"), "source": row["source"]})
-    return out
 
 
 def benchmarks(config) -> list[BenchCase]:
@@ -65,7 +40,7 @@ def benchmarks(config) -> list[BenchCase]:
     m, d = cfg.model, cfg.data
     size = int(m.input_size)
     batch = int(cfg.train.batch_size)
-    if _on_cpu():
+    if on_cpu():
         batch = min(batch, CPU_MAX_BATCH)
     max_boxes = 16  # data.make_subsections' default padding
     box_px = d.box_um / DEFAULT_PIXEL_SIZE_UM * d.scale
@@ -115,6 +90,6 @@ def benchmarks(config) -> list[BenchCase]:
         BenchCase(
             paper=PAPER, name="mitos_rcnn", build=build, input_shape=(size, size, 3), batch=batch,
             make_batch=make_batch, pipeline=pipeline, field_shape=(field_h, field_w, 3), field_predict=field_predict,
-            published=published_timings("mitos_rcnn") + published_timings("saha_2017", "Saha et al. [14]"), note=note,
+            published=published_timings(PAPER, "mitos_rcnn") + published_timings(PAPER, "saha_2017", "Saha et al. [14]"), note=note,
         )
     ]

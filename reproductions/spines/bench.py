@@ -20,32 +20,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from microrepro.common.bench import BenchCase
+from microrepro.common.bench import BenchCase, on_cpu, published_timings
 
 PAPER = "spines"
 CPU_MAX_YOLO_BATCH = 8  # on a CPU only: batch 32 at 448 px takes tens of seconds per step
 PIPELINE_IMAGES = 8  # synthetic images behind the pipeline measurement (it repeats them)
-
-
-def _on_cpu() -> bool:
-    """No accelerator visible to the Keras backend: the CPU caps of this module apply."""
-    from microrepro.common.runs import cpu_name, device_name
-
-    return device_name() == cpu_name()
-
-
-def published_timings(model: str) -> list[dict]:
-    """The paper's timing rows of ``model`` from ``published.yaml`` in ``BenchCase.published`` form."""
-    from microrepro.common.results import load_published
-
-    out = []
-    for table in load_published(PAPER).get("tables", []):
-        for row in table.get("rows", []):
-            timing = row["metric"] == "ms_per_image" or row["metric"].startswith("s_per")
-            if row["model"] == model and timing and row["published"] is not None:
-                out.append({"metric": row["metric"], "value": row["published"],
-                            "hardware": row.get("hardware", "not stated"), "source": row["source"]})
-    return out
 
 
 def _boxes(n: int, size: int, box_px: float, max_boxes: int, seed: int = 0) -> np.ndarray:
@@ -81,7 +60,7 @@ def _yolo_case(cfg) -> BenchCase:
     y = cfg.yolo
     size = int(y.input_size)
     batch = int(y.train.batch_size)
-    if _on_cpu():
+    if on_cpu():
         batch = min(batch, CPU_MAX_YOLO_BATCH)
     note = "spines/yolov2: "
     if batch < y.train.batch_size:
@@ -110,7 +89,7 @@ def _yolo_case(cfg) -> BenchCase:
 
     return BenchCase(
         paper=PAPER, name="yolov2", build=build, input_shape=(size, size, 1), batch=batch, make_batch=make_batch,
-        pipeline=pipeline, published=published_timings("yolov2"), note=note,
+        pipeline=pipeline, published=published_timings(PAPER, "yolov2"), note=note,
     )
 
 
@@ -143,7 +122,7 @@ def _faster_rcnn_case(cfg) -> BenchCase:
 
     return BenchCase(
         paper=PAPER, name="faster_rcnn", build=build, input_shape=(size, size, 1), batch=batch,
-        make_batch=make_batch, pipeline=pipeline, published=published_timings("faster_rcnn"),
+        make_batch=make_batch, pipeline=pipeline, published=published_timings(PAPER, "faster_rcnn"),
         note=f"spines/faster_rcnn: Inception-V2 to Mixed_4e, {f.proposals} proposals; infer = the whole detection graph",
     )
 

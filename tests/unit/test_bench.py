@@ -34,3 +34,14 @@ def test_measure_and_render(tmp_path):
     path = bench.render([row], {"commit": "abc", "date": "today"}, tmp_path / "benchmarks.md")
     text = path.read_text()
     assert "| toy | tiny |" in text and "29 (GTX 650, Table 1)" in text
+
+
+def test_published_timings_come_from_published_yaml():
+    from microrepro.common.bench import published_timings
+
+    assert published_timings("spines", "yolov2") == [
+        {"metric": "ms_per_image", "value": 29.016, "hardware": "GTX 650", "source": "Table 1"}
+    ]
+    saha = published_timings("mitos_rcnn", "saha_2017", "Saha et al. [14]")
+    assert [row["metric"] for row in saha] == ["s_per_hpf (Saha et al. [14])"] and saha[0]["value"] == 0.3
+    assert published_timings("cell_counting", "c_resunet") == []  # the paper gives no timing
