@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--schedule",
         default="short",
-        help="smoke (seconds, checks the plumbing), short (default; < 30 min on a 2-core CPU), paper (full)",
+        help="smoke (seconds, checks the plumbing), short (default; < 30 min on a 2-core CPU), "
+        "long (where a paper has it: the short models trained longer, ~1-2 h on a CPU), paper (full)",
     )
     rep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     rep.add_argument("--out", type=Path, help="run folder (default runs/<paper>/<name>_<preset>_<schedule>_s<seed>)")

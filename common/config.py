@@ -194,9 +194,22 @@ def resolve(
     base = {k: v for k, v in data.items() if k not in RESERVED}
     cfg = merge(cls(), base, "config")
     cfg = merge(cfg, presets[preset] or {}, f"presets.{preset}")
-    cfg = merge(cfg, schedules[schedule] or {}, f"schedules.{schedule}")
+    for name in _schedule_chain(schedules, schedule, path):
+        cfg = merge(cfg, {k: v for k, v in (schedules[name] or {}).items() if k != "extends"}, f"schedules.{name}")
     cfg = merge(cfg, overrides or {}, "--set")
     return cfg
+
+
+def _schedule_chain(schedules: dict, name: str, path: Path) -> list[str]:
+    """``name`` and the schedules it ``extends:``, base first (``long: {extends: short, ...}``)."""
+    chain = [name]
+    while (parent := (schedules[chain[-1]] or {}).get("extends")) is not None:
+        if parent not in schedules:
+            raise ConfigError(f"{path}: schedule '{chain[-1]}' extends unknown schedule '{parent}'")
+        if parent in chain:
+            raise ConfigError(f"{path}: schedules extend each other in a loop: {' -> '.join([*chain, parent])}")
+        chain.append(parent)
+    return chain[::-1]
 
 
 def to_dict(cfg: Any) -> dict:

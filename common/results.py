@@ -18,7 +18,7 @@ import yaml
 from microrepro.common.errors import ConfigError
 from microrepro.common.runs import REPO_ROOT, results_root
 
-SCHEDULE_RANK = {"paper": 3, "short": 2, "smoke": 0}
+SCHEDULE_RANK = {"paper": 4, "long": 3, "short": 2, "smoke": 0}
 
 
 def load_published(paper: str) -> dict:

@@ -14,8 +14,12 @@ so on a CPU the case runs at :data:`CPU_INPUT` px and batch :data:`CPU_BATCH` (t
 so); with an accelerator it runs at the configured size and batch.
 
 The pipeline row is the task's own ``seg_datasets`` (flips, 90° turns, random crop to the case's
-input size) on a few synthetic H&E fields. No full field: ``task.predict_prob`` runs a field in
-one pass, which at 512 px is the ``infer`` column itself. The paper gives no timing.
+input size) on a few synthetic H&E fields. The full field is one 2000x2000 TUPAC16 HPF
+(:data:`HPF`), segmented as the task does it (``task.predict_prob``: overlapping
+``seg.predict_tile`` tiles, linear blending). At the paper's widths that is ~20 TFLOP, minutes
+on a 2-core CPU, so on a CPU the paper-width rows have no field and a third case,
+``dwt_unet_short``, times the narrow network the short schedule actually trains (widths of
+``schedules.short``) on the full HPF. The paper gives no timing.
 """
 
 from __future__ import annotations
@@ -30,12 +34,33 @@ PAPER = "dwt_mitosis"
 CPU_INPUT = 64
 CPU_BATCH = 2
 PIPELINE_FIELDS = 4  # synthetic H&E fields behind the pipeline measurement (it repeats them)
+HPF = (2000, 2000, 3)  # one TUPAC16 high-power field at 40x (0.25 um/px)
 
 _FIELDS: dict = {}
 
 
 def benchmarks(config) -> list[BenchCase]:
-    """``dwt_unet`` and ``unet`` at the configured field size and batch (shrunk on a CPU)."""
+    """``dwt_unet`` and ``unet`` at the configured field size and batch (shrunk on a CPU, where
+    ``dwt_unet_short`` adds the full-HPF time of the short schedule's network)."""
+    from microrepro.common import config as config_lib
+    from microrepro.common.registry import get_task
+
+    cases = _paper_cases(config, full_field=not on_cpu())
+    if on_cpu():
+        short = get_task(PAPER).load_config("paper", "short")
+        narrow = config_lib.merge(config, {"seg": {"widths": tuple(short.seg.widths)}}, "bench")
+        t = narrow.seg_train
+        size, batch = min(int(t.crop_size or narrow.synthetic.field_size), CPU_INPUT), min(int(t.batch_size), CPU_BATCH)
+        narrow = config_lib.merge(narrow, {"seg_train": {"crop_size": size, "batch_size": batch}}, "bench")
+        widths = "/".join(str(w) for w in short.seg.widths)
+        note = (f"dwt_mitosis: the short schedule's network (widths {widths}, as `make reproduce` trains it) "
+                f"at {size} px, batch {batch}; field = one {HPF[0]}x{HPF[1]} HPF in "
+                f"{narrow.seg.predict_tile} px tiles (overlap {narrow.seg.predict_overlap}); no published timing")
+        cases.append(_case(narrow, "dwt", "dwt_unet_short", size, batch, note, full_field=True))
+    return cases
+
+
+def _paper_cases(config, full_field: bool) -> list[BenchCase]:
     from microrepro.common import config as config_lib
 
     t = config.seg_train
@@ -49,11 +74,14 @@ def benchmarks(config) -> list[BenchCase]:
     # The pipeline crops the fields to the case's input size, so both rows count the same images.
     cfg = config_lib.merge(config, {"seg_train": {"crop_size": size if size < config.synthetic.field_size else None,
                                                   "batch_size": batch}}, "bench")
-    note += "no full field (task.predict_prob segments a field in one pass); no published timing"
-    return [_case(cfg, "dwt", "dwt_unet", size, batch, note), _case(cfg, "unet", "unet", size, batch, note)]
+    if full_field:
+        note += f"field = one {HPF[0]}x{HPF[1]} HPF in {cfg.seg.predict_tile} px tiles; no published timing"
+    else:
+        note += "no full field at the paper's widths on a CPU (~20 TFLOP per HPF: see dwt_unet_short); no published timing"
+    return [_case(cfg, kind, name, size, batch, note, full_field) for kind, name in (("dwt", "dwt_unet"), ("unet", "unet"))]
 
 
-def _case(cfg, kind: str, name: str, size: int, batch: int, note: str) -> BenchCase:
+def _case(cfg, kind: str, name: str, size: int, batch: int, note: str, full_field: bool) -> BenchCase:
     from microrepro.reproductions.dwt_mitosis import task as task_lib
 
     t = cfg.seg_train
@@ -85,7 +113,12 @@ def _case(cfg, kind: str, name: str, size: int, batch: int, note: str) -> BenchC
         train, _ = task_lib.seg_datasets(fields, fields, cfg, seed=0)
         return train
 
+    def field_predict(model, image):
+        # predict_prob reads uint8 RGB fields as the task loads them; the bench hands [0, 1] floats.
+        return task_lib.predict_prob(model, [np.round(image * 255).astype(np.uint8)], cfg)
+
     return BenchCase(
         paper=PAPER, name=name, build=build, input_shape=(size, size, 3), batch=batch, make_batch=make_batch,
         pipeline=pipeline, published=[], note=note,
+        field_shape=HPF if full_field else None, field_predict=field_predict if full_field else None,
     )

@@ -20,6 +20,8 @@ class SegNetConfig:
     bn_momentum: float = 0.9  # Keras convention; = PyTorch's default momentum 0.1 (authors used PyTorch)
     threshold: float = 0.5  # softmax probability of "mitosis" that makes a pixel foreground
     min_region_px: int = 0  # segmented regions smaller than this give no box (0 = keep all)
+    predict_tile: int = 512  # fields larger than this are segmented in overlapping tiles (ours)
+    predict_overlap: int = 64  # tile overlap in px, linear blending (common/tiling.py)
 
 
 @dataclass

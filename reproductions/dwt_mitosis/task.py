@@ -239,18 +239,35 @@ def load_seg(run_dir: Path, cfg: DwtMitosisConfig, kind: str):
 
 
 def predict_prob(model, images: list[np.ndarray], cfg: DwtMitosisConfig) -> list[np.ndarray]:
-    """Mitosis probability ``(H, W)`` float32 per image (reflect-padded to a multiple of 2^levels)."""
+    """Mitosis probability ``(H, W)`` float32 per image.
+
+    A field up to ``seg.predict_tile`` px on each side runs in one pass (reflect-padded to a
+    multiple of 2^levels); a larger one (a 2000x2000 HPF, a slide region) is segmented in
+    overlapping tiles stitched by ``common.tiling.predict_tiled``, so memory stays bounded.
+    """
     import keras
 
+    from microrepro.common.tiling import predict_tiled
+
     factor = 2 ** (len(cfg.seg.widths) - 1)
+    tile = int(cfg.seg.predict_tile)
+    if tile % factor:
+        raise ValueError(f"seg.predict_tile ({tile}) must be a multiple of {factor} (2^levels)")
+
+    def predict_fn(batch):
+        logits = model(np.asarray(batch, np.float32), training=False)
+        return keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))[..., 1:2]
+
     out = []
     for image in images:
         h, w = image.shape[:2]
-        ph, pw = (-h) % factor, (-w) % factor
-        x = np.pad(image.astype(np.float32) / 255.0, ((0, ph), (0, pw), (0, 0)), mode="reflect")
-        logits = model(x[None], training=False)
-        prob = keras.ops.convert_to_numpy(keras.ops.softmax(logits, axis=-1))[0, :h, :w, 1]
-        out.append(prob.astype(np.float32))
+        x = image.astype(np.float32) / 255.0
+        if max(h, w) > tile:
+            prob = predict_tiled(predict_fn, x, tile, int(cfg.seg.predict_overlap), batch_size=2)[..., 0]
+        else:
+            ph, pw = (-h) % factor, (-w) % factor
+            prob = predict_fn(np.pad(x, ((0, ph), (0, pw), (0, 0)), mode="reflect")[None])[0, :h, :w, 0]
+        out.append(np.asarray(prob, np.float32))
     return out
 
 

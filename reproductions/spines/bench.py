@@ -1,11 +1,15 @@
 """Benchmark cases of the spines reproduction for ``microrepro bench`` (``common/bench.py``).
 
-Two cases, the two detectors of Table 1 with the paper's own timings beside them:
+Three cases: the two detectors of Table 1 with the paper's own timings beside them, and SP-CNN:
 
 - tiny-YOLOv2 at ``yolo.input_size`` (448) with its region loss, on batches of the released
   darknet cfg's size (32) capped at :data:`CPU_MAX_YOLO_BATCH` (the note says so);
 - Faster R-CNN (Inception-V2 to Mixed_4e) at ``faster_rcnn.input_size`` (448), batch 1 (TF OD
-  API default), trained through its own ``compute_loss`` on ``{"boxes", "classes"}`` targets.
+  API default), trained through its own ``compute_loss`` on ``{"boxes", "classes"}`` targets;
+- SP-CNN (Sec. 5) at ``sp_cnn.input_size`` (256, the released notebook), batch 8, with the
+  ``MSE - R`` loss of eq. 3 (64 shape priors: random here, the cost does not depend on them). Its
+  pipeline slices precomputed (image, target, edge map) arrays, as ``runners.train_sp_cnn`` does
+  (the bilateral + Canny edge maps are computed once, before training, and are not timed).
 
 Each case's ``pipeline`` is the real augmented tf.data pipeline of ``data.detection_dataset`` on
 a few images of the synthetic spine generator. ``infer ms/img`` is one forward pass of batch 1:
@@ -127,11 +131,47 @@ def _faster_rcnn_case(cfg) -> BenchCase:
     )
 
 
+def _sp_cnn_case(cfg) -> BenchCase:
+    from microrepro.reproductions.spines import runners, sp_cnn
+
+    scfg = cfg.sp_cnn
+    size, batch = int(scfg.input_size), int(scfg.train.batch_size)
+
+    def build():
+        priors = np.random.default_rng(0).random((scfg.n_priors, scfg.prior_size, scfg.prior_size)).astype(np.float32)
+        model = runners.build_sp_cnn(cfg)
+        loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight)
+        model.compile(optimizer=runners.make_optimizer(scfg.train), loss=loss)  # as runners.train_sp_cnn
+        return model
+
+    def make_batch(n: int):
+        rng = np.random.default_rng(0)
+        x = rng.random((n, size, size, 1), dtype=np.float32)
+        y = np.stack([rng.random((n, size, size)) < 0.01, rng.random((n, size, size)) < 0.05], -1)
+        return x, y.astype(np.float32)  # (target squares, edge map)
+
+    def pipeline():
+        import tensorflow as tf
+
+        images, targets, _ = runners.sp_cnn_arrays(cfg, _prepared(cfg, size))
+        return (tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=0)
+                .repeat().batch(batch, drop_remainder=True).prefetch(2))  # as runners.train_sp_cnn
+
+    return BenchCase(
+        paper=PAPER, name="sp_cnn", build=build, input_shape=(size, size, 1), batch=batch, make_batch=make_batch,
+        pipeline=pipeline, published=[],
+        note=(f"spines/sp_cnn: MSE - R loss with {scfg.n_priors} shape priors of {scfg.prior_size} px; infer = network "
+              "forward only (peak finding is numpy); pipeline slices precomputed edge maps; no published timing"),
+    )
+
+
 def benchmarks(config) -> list[BenchCase]:
-    """tiny-YOLOv2 and Faster R-CNN (Inception-V2) at the config's input sizes (448 at "paper")."""
+    """tiny-YOLOv2 and Faster R-CNN (Inception-V2) at the config's input sizes (448 at "paper"), and SP-CNN."""
     cases = []
     if config.yolo.enabled:
         cases.append(_yolo_case(config))
     if config.faster_rcnn.enabled:
         cases.append(_faster_rcnn_case(config))
+    if config.sp_cnn.enabled:
+        cases.append(_sp_cnn_case(config))
     return cases

@@ -88,6 +88,8 @@ class FasterRCNNSpinesConfig:
     anchor_sizes: list[float] = field(default_factory=lambda: [24.0, 32.0, 48.0, 64.0])  # px at 448, see README
     anchor_reference_size: int = 448  # anchor_sizes are given for this input; scaled with input_size
     anchor_ratios: list[float] = field(default_factory=lambda: [1.0])  # Sec. 3.1 one 1:1 ratio
+    feature_endpoint: str = "Mixed_4e"  # OD API first-stage features (stride 16); "Mixed_3c" = stride 8
+    rpn_positive_iou: float = 0.7  # OD API first_stage positive IoU
     proposals: int = 300  # Sec. 3.1
     rpn_nms_iou: float = 0.7  # released first-stage NMS
     nms_iou: float = 0.6  # released second-stage NMS

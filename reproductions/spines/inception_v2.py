@@ -74,6 +74,16 @@ def _reduction(x, name: str, wm: float):
     return layers.Concatenate(axis=-1, name=name)([branch_0, branch_1, branch_2])
 
 
+ENDPOINTS = ("Mixed_3b", "Mixed_3c", "Mixed_4a", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_5a", "Mixed_5b", "Mixed_5c")
+
+
+def endpoint_stride(endpoint: str) -> int:
+    """Output stride of the feature map ending at ``endpoint`` (8 for Mixed_3*, 16 for Mixed_4*, 32 for Mixed_5*)."""
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"final_endpoint / feature_endpoint must be one of {list(ENDPOINTS)}, got {endpoint!r}")
+    return {"3": 8, "4": 16, "5": 32}[endpoint[len("Mixed_")]]
+
+
 def build_inception_v2(
     in_channels: int = 3,
     width_multiplier: float = 1.0,
@@ -97,9 +107,8 @@ def build_inception_v2(
     """
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
-    order = ["Mixed_3b", "Mixed_3c", "Mixed_4a", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_5a", "Mixed_5b", "Mixed_5c"]
-    if final_endpoint not in order:
-        raise ValueError(f"final_endpoint must be one of {order}, got {final_endpoint!r}")
+    endpoint_stride(final_endpoint)  # validates the name
+    order = ENDPOINTS
     wm = width_multiplier
     inputs = keras.Input((input_size, input_size, in_channels), name="image")
     # slim: separable 7x7 with depthwise multiplier min(depth(64)/3, 8) then pointwise to depth(64).

@@ -230,14 +230,20 @@ def faster_rcnn_config(cfg, seed: int | None = None):
     """The shared ``FasterRCNNConfig`` filled from the spines config (TF OD API names in comments)."""
     try:
         from microrepro.common.detection.faster_rcnn import FasterRCNNConfig
+        from microrepro.reproductions.spines import inception_v2
     except ImportError as err:  # the shared detection package is written in parallel
         raise NotAvailable(f"common.detection.faster_rcnn is not available ({err})") from None
     f = cfg.faster_rcnn
+    try:
+        stride = inception_v2.endpoint_stride(f.feature_endpoint)
+    except ValueError as err:
+        raise ConfigError(f"faster_rcnn.feature_endpoint: {err}") from None
     return FasterRCNNConfig(
         num_classes=1,
-        feature_stride=16,  # Mixed_4e
+        feature_stride=stride,
         anchor_sizes=tuple(float(a) * f.input_size / f.anchor_reference_size for a in f.anchor_sizes),
         anchor_ratios=tuple(float(r) for r in f.anchor_ratios),
+        rpn_positive_iou=float(f.rpn_positive_iou),
         rpn_conv_channels=int(f.rpn_conv_channels),
         rpn_batch_size_per_image=int(f.rpn_batch_size),
         rpn_post_nms_top_k_train=int(f.proposals),  # first_stage_max_proposals (train and test)
@@ -263,7 +269,7 @@ def build_faster_rcnn(cfg, seed: int | None = None) -> keras.Model:
     from microrepro.common.detection.faster_rcnn import FasterRCNN
 
     backbone = inception_v2.build_inception_v2(
-        in_channels=1, width_multiplier=f.width_multiplier, input_size=f.input_size, final_endpoint="Mixed_4e"
+        in_channels=1, width_multiplier=f.width_multiplier, input_size=f.input_size, final_endpoint=f.feature_endpoint
     )
     return FasterRCNN(backbone, config, name="faster_rcnn_inception_v2")
 

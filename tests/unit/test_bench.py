@@ -45,3 +45,52 @@ def test_published_timings_come_from_published_yaml():
     saha = published_timings("mitos_rcnn", "saha_2017", "Saha et al. [14]")
     assert [row["metric"] for row in saha] == ["s_per_hpf (Saha et al. [14])"] and saha[0]["value"] == 0.3
     assert published_timings("cell_counting", "c_resunet") == []  # the paper gives no timing
+
+
+def test_a_run_keeps_the_rows_it_did_not_measure_again():
+    """Re-running one paper on the CPU keeps the other papers' rows and the GPU rows (nothing lost)."""
+    cpu, gpu = {"device": "CPU x", "backend": "tensorflow"}, {"device": "H100", "backend": "jax"}
+    old = [
+        {"paper": "spines", "model": "yolov2", "precision": "float32", "commit": "a", **cpu},
+        {"paper": "spines", "model": "gone", "precision": "float32", "commit": "a", **cpu},  # case removed since
+        {"paper": "spines", "model": "yolov2", "precision": "float32", "commit": "a", **gpu},
+        {"paper": "spines", "case": 3, "error": ["boom"], "commit": "a"},
+        {"paper": "cell_counting", "model": "c_resunet", "precision": "float32", "commit": "a", **cpu},
+    ]
+    new = [
+        {"paper": "spines", "model": "yolov2", "precision": "float32", "commit": "b", **cpu},
+        {"paper": "spines", "model": "sp_cnn", "precision": "float32", "commit": "b", **cpu},
+    ]
+    merged = bench.merge_rows(old, new, ["spines"])
+    assert [(r["paper"], r.get("model"), r["device"], r["commit"]) for r in merged] == [
+        ("spines", "yolov2", "H100", "a"),
+        ("spines", "yolov2", "CPU x", "b"),
+        ("spines", "sp_cnn", "CPU x", "b"),
+        ("cell_counting", "c_resunet", "CPU x", "a"),
+    ]
+
+
+def test_run_merges_into_an_existing_file(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(bench, "cases_for", lambda paper: [_case()])
+    old = {"meta": {"commit": "old1", "date": "then"},
+           "rows": [{"paper": "cell_counting", "model": "c_resunet", "device": "CPU x", "backend": "tensorflow",
+                     "precision": "float32", "input": "8x8x3", "batch": 1, "parameters": 10,
+                     "train_images_per_s": None, "train_ms_per_step": None, "infer_ms_per_image": None,
+                     "peak_rss_mb": 1.0}]}
+    (tmp_path / "benchmarks.json").write_text(json.dumps(old))
+    monkeypatch.setattr(bench.subprocess, "run", lambda *a, **k: type("P", (), {
+        "returncode": 0, "stdout": json.dumps({**bench.measure(_case(), repeats=1, steps=1), "paper": "spines"}),
+        "stderr": ""})())
+    bench.run(["spines"], repeats=1, out_dir=tmp_path)
+    rows = json.loads((tmp_path / "benchmarks.json").read_text())["rows"]
+    assert [(r["paper"], r["commit"]) for r in rows][1] == ("cell_counting", "old1")
+    assert rows[0]["paper"] == "spines" and rows[0]["commit"] != "old1"
+    text = (tmp_path / "benchmarks.md").read_text()
+    assert "| cell_counting | c_resunet |" in text and "old1" in text
+    (tmp_path / "benchmarks.json").write_text("not json")
+    import pytest
+
+    with pytest.raises(SystemExit, match="not a benchmarks file"):
+        bench.run(["spines"], repeats=1, out_dir=tmp_path)

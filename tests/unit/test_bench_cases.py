@@ -22,9 +22,9 @@ PAPERS = ["spines", "cell_counting", "mitos_rcnn", "fcn_segmentation", "dwt_mito
 # The paper's input sizes (H, W, C) per case at preset "paper", schedule "paper": the values
 # the issue asks the benchmark to run at (each also comes from the paper's config.yaml).
 PAPER_INPUTS = {
-    "spines": {"yolov2": (448, 448, 1), "faster_rcnn": (448, 448, 1)},
+    "spines": {"yolov2": (448, 448, 1), "faster_rcnn": (448, 448, 1), "sp_cnn": (256, 256, 1)},
     "cell_counting": {"c_resunet": (512, 512, 3)},
-    "mitos_rcnn": {"mitos_rcnn": (299, 299, 3)},
+    "mitos_rcnn": {"mitos_rcnn": (299, 299, 3), "faster_rcnn_conv5": (299, 299, 3), "faster_rcnn_conv4": (299, 299, 3)},
     "fcn_segmentation": {"fcrn_a": (128, 128, 1), "fcrn_a_b32": (128, 128, 1)},
 }
 # Timing rows of published.yaml that must appear beside a case (metric names as typed there).
@@ -68,6 +68,24 @@ def _model_input_shape(model) -> tuple:
     if inputs:
         return tuple(inputs[0].shape[1:])
     return tuple(model.backbone.input_shape[1:])
+
+
+# Every model of a paper's result table has a case (issue 9: "all five papers' models").
+TABLE_MODELS = {
+    "spines": {"yolov2", "faster_rcnn", "sp_cnn"},
+    "mitos_rcnn": {"faster_rcnn_conv5", "faster_rcnn_conv4", "mitos_rcnn"},
+    "dwt_mitosis": {"dwt_unet", "unet"},
+}
+# Papers whose full field (a 1600x1200 cell image, a whole HPF) must have a tiled-prediction row.
+FULL_FIELDS = {"cell_counting": (1200, 1600, 3), "mitos_rcnn": (1376, 1539, 3), "dwt_mitosis": (2000, 2000, 3)}
+
+
+@pytest.mark.parametrize("paper", sorted(set(TABLE_MODELS) | set(FULL_FIELDS)))
+def test_every_table_model_and_full_field_is_benchmarked(paper):
+    cases = _cases(paper, "paper")
+    assert TABLE_MODELS.get(paper, set()) <= {case.name for case in cases}
+    if paper in FULL_FIELDS:
+        assert FULL_FIELDS[paper] in {tuple(case.field_shape) for case in cases if case.field_shape is not None}
 
 
 @pytest.mark.parametrize("paper", PAPERS)

@@ -80,3 +80,16 @@ def test_hash_is_stable_and_sensitive(path):
     c = config.resolve(Cfg, path, "released", "short")
     assert config.config_hash(a) == config.config_hash(b) != config.config_hash(c)
     assert config.from_dict(Cfg, config.to_dict(a)) == a
+
+
+def test_a_schedule_extends_another(tmp_path):
+    p = tmp_path / "config.yaml"
+    p.write_text(YAML + "  long: {extends: short, train: {lr: 0.5}}\n  longer: {extends: long, filters: [4]}\n")
+    cfg = config.resolve(Cfg, p, "paper", "longer")
+    assert (cfg.train.epochs, cfg.train.lr, cfg.filters) == (5, 0.5, (4,))
+    p.write_text(YAML + "  long: {extends: nope}\n")
+    with pytest.raises(ConfigError, match="extends unknown schedule 'nope'"):
+        config.resolve(Cfg, p, "paper", "long")
+    p.write_text(YAML + "  a: {extends: b}\n  b: {extends: a}\n")
+    with pytest.raises(ConfigError, match="loop: a -> b -> a"):
+        config.resolve(Cfg, p, "paper", "a")

@@ -56,7 +56,7 @@ def test_faster_rcnn_anchors_scale_with_the_input_size():
     cfg = TASK.load_config("paper", "short")
     fr = runners.faster_rcnn_config(cfg)
     assert fr.anchor_sizes == (12.0, 16.0, 24.0, 32.0)  # 24-64 px at 448 -> 12-32 px at 224
-    assert fr.anchor_ratios == (1.0,) and fr.rpn_post_nms_top_k_test == 300 and fr.feature_stride == 16
+    assert fr.anchor_ratios == (1.0,) and fr.rpn_post_nms_top_k_test == 300 and fr.feature_stride == 8  # Mixed_3c
 
 
 def test_timing_takes_the_median_after_a_warm_up():
@@ -65,3 +65,20 @@ def test_timing_takes_the_median_after_a_warm_up():
     calls = []
     ms = runners.time_per_image(lambda batch: calls.append(len(batch)), np.zeros((3, 4, 4, 1)), repeats=2)
     assert calls == [1] * (1 + 2 * 3) and ms >= 0
+
+
+def test_feature_endpoint_sets_the_rpn_stride():
+    """The CPU schedules read Mixed_3c (stride 8 at 224 px = the paper's stride 16 at 448 px)."""
+    from microrepro.common import config as config_lib
+    from microrepro.reproductions.spines import runners
+
+    assert [inception_v2.endpoint_stride(e) for e in ("Mixed_3c", "Mixed_4e", "Mixed_5c")] == [8, 16, 32]
+    short = TASK.load_config("paper", "short")
+    assert runners.faster_rcnn_config(short).feature_stride == 8
+    assert runners.faster_rcnn_config(short).rpn_positive_iou == 0.5
+    paper = TASK.load_config("paper", "paper")
+    assert (runners.faster_rcnn_config(paper).feature_stride, runners.faster_rcnn_config(paper).rpn_positive_iou) == (16, 0.7)
+    assert TASK.load_config("paper", "long").faster_rcnn.feature_endpoint == "Mixed_3c"  # long extends short
+    bad = config_lib.merge(paper, {"faster_rcnn": {"feature_endpoint": "Mixed_9z"}}, "test")
+    with pytest.raises(ConfigError, match="feature_endpoint"):
+        runners.faster_rcnn_config(bad)
