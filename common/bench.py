@@ -22,6 +22,7 @@ Every row carries the commit and date it was measured at.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import resource
@@ -121,7 +122,10 @@ def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
         infer.append((time.perf_counter() - start) * 1000)
     out["infer_ms_per_image"] = _median_spread(infer)
 
-    if case.pipeline is not None:
+    if case.pipeline is not None and importlib.util.find_spec("tensorflow") is None:
+        # The lent GPU machine runs Keras on JAX without TensorFlow: no tf.data there.
+        out["note"] = (out["note"] + "; " if out["note"] else "") + "pipeline not measured (no TensorFlow for tf.data here)"
+    elif case.pipeline is not None:
         from microrepro.common.pipeline import pipeline_throughput
 
         rates = [pipeline_throughput(case.pipeline(), n_batches=10, warmup=2)["images_per_s"] for _ in range(3)]
@@ -159,13 +163,23 @@ def cases_for(paper: str) -> list[BenchCase]:
     return module.benchmarks(task.load_config("paper", "paper"))
 
 
-def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None = None) -> Path:
-    """Run every case in a subprocess; write results/benchmarks.{json,md}."""
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None = None,
+        precision: str = "float32") -> Path:
+    """Run every case in a subprocess; write results/benchmarks.{json,md}.
+
+    ``precision``: the Keras dtype policy the models are built under (``mixed_bfloat16`` on a
+    GPU: float32 variables, bfloat16 compute).
+    """
     from tqdm import tqdm
 
     from microrepro.common.errors import UserError
     from microrepro.common.registry import PAPERS
 
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     jobs = []
     for paper in papers or list(PAPERS):
         try:
@@ -176,7 +190,8 @@ def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None 
         jobs += [(paper, i) for i in range(n)]
     rows = []
     for paper, index in tqdm(jobs, desc="benchmarks", unit="case"):
-        cmd = [sys.executable, "-m", "microrepro.common.bench", "--case", f"{paper}:{index}", "--repeats", str(repeats)]
+        cmd = [sys.executable, "-m", "microrepro.common.bench", "--case", f"{paper}:{index}", "--repeats", str(repeats),
+               "--precision", precision]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if proc.returncode != 0:
             rows.append({"paper": paper, "case": index, "error": proc.stderr.strip().splitlines()[-1:]})
@@ -288,7 +303,11 @@ def _main() -> int:
     parser = argparse.ArgumentParser(description="run one benchmark case and print its JSON")
     parser.add_argument("--case", required=True, help="<paper>:<index>")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32")
     args = parser.parse_args()
+    import keras
+
+    keras.config.set_dtype_policy(args.precision)
     paper, index = args.case.split(":")
     case = cases_for(paper)[int(index)]
     print(json.dumps(measure(case, repeats=args.repeats)))

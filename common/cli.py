@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "results/benchmarks.md and .json beside the papers' own timings.",
     )
     bench.add_argument("papers", nargs="*", help="papers to benchmark (default: all that are built)")
-    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up (median and spread; default 5)")
+    bench.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+                       help="Keras dtype policy of the models (default float32; mixed_bfloat16 on a GPU)")
     return parser
 
 
@@ -264,7 +266,7 @@ def cmd_preview(args) -> int:
 def cmd_bench(args) -> int:
     from microrepro.common import bench
 
-    path = bench.run(args.papers or None, repeats=args.repeats)
+    path = bench.run(args.papers or None, repeats=args.repeats, precision=args.precision)
     print(f"[bench] {path}")
     return 0
 

@@ -127,7 +127,7 @@ def _faster_rcnn_case(cfg) -> BenchCase:
     return BenchCase(
         paper=PAPER, name="faster_rcnn", build=build, input_shape=(size, size, 1), batch=batch,
         make_batch=make_batch, pipeline=pipeline, published=published_timings(PAPER, "faster_rcnn"),
-        note=f"spines/faster_rcnn: Inception-V2 to Mixed_4e, {f.proposals} proposals; infer = the whole detection graph",
+        note=f"spines/faster_rcnn: Inception-V2 to {f.feature_endpoint}, {f.proposals} proposals; infer = the whole detection graph",
     )
 
 

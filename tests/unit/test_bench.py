@@ -94,3 +94,31 @@ def test_run_merges_into_an_existing_file(tmp_path, monkeypatch):
 
     with pytest.raises(SystemExit, match="not a benchmarks file"):
         bench.run(["spines"], repeats=1, out_dir=tmp_path)
+
+
+def test_precision_is_recorded_and_checked(tmp_path):
+    import keras
+    import pytest
+
+    from microrepro.common.errors import UserError
+
+    with pytest.raises(UserError, match="precision must be one of"):
+        bench.run(["spines"], precision="fp8", out_dir=tmp_path)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        row = bench.measure(_case(), repeats=1, steps=1)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert row["precision"] == "mixed_bfloat16"
+
+
+def test_no_tensorflow_means_no_pipeline_row_but_a_note(monkeypatch):
+    """The lent GPU runs Keras on JAX without TensorFlow: the tf.data row is skipped, and says so."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorflow" else real(name, *a))
+    case = _case()
+    case.pipeline = lambda: (_ for _ in ()).throw(AssertionError("tf.data must not be built"))
+    row = bench.measure(case, repeats=1, steps=1)
+    assert "pipeline_images_per_s" not in row and "no TensorFlow" in row["note"]
