@@ -252,7 +252,7 @@ def predict_prob(model, images: list[np.ndarray], cfg: DwtMitosisConfig) -> list
     factor = 2 ** (len(cfg.seg.widths) - 1)
     tile = int(cfg.seg.predict_tile)
     if tile % factor:
-        raise ValueError(f"seg.predict_tile ({tile}) must be a multiple of {factor} (2^levels)")
+        raise UserError(f"seg.predict_tile ({tile}) must be a multiple of {factor} (2^levels)")
 
     def predict_fn(batch):
         logits = model(np.asarray(batch, np.float32), training=False)

@@ -121,5 +121,7 @@ def test_predict_prob_tiles_a_field_larger_than_the_tile():
     (p_whole,), (p_tiled,) = task_lib.predict_prob(model, [field], whole), task_lib.predict_prob(model, [field], tiled)
     assert p_tiled.shape == p_whole.shape == (96, 80) and p_tiled.dtype == np.float32
     np.testing.assert_allclose(p_tiled, p_whole, atol=1e-4)
-    with pytest.raises(ValueError, match="multiple of 2"):
+    from microrepro.common.errors import UserError
+
+    with pytest.raises(UserError, match="multiple of 2"):
         task_lib.predict_prob(model, [field], config_lib.merge(cfg, {"seg": {"predict_tile": 47}}, "test"))
