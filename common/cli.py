@@ -32,6 +32,8 @@ def _paper_list() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from microrepro.common.bench import PRECISIONS
+
     parser = argparse.ArgumentParser(
         prog="microrepro",
         description="Reproductions of deep-learning papers on microscopy object detection and counting.",
@@ -125,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("papers", nargs="*", help="papers to benchmark (default: all that are built)")
     bench.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up (median and spread; default 5)")
-    bench.add_argument("--precision", default="float32", choices=("float32", "mixed_bfloat16", "mixed_float16"),
+    bench.add_argument("--precision", default="float32", choices=PRECISIONS,
                        help="Keras dtype policy of the models (default float32; mixed_bfloat16 on a GPU)")
     return parser
 

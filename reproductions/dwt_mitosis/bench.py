@@ -45,13 +45,16 @@ def benchmarks(config) -> list[BenchCase]:
     from microrepro.common import config as config_lib
     from microrepro.common.registry import get_task
 
-    cases = _paper_cases(config, full_field=not on_cpu())
-    if on_cpu():
+    full_field = not on_cpu()
+    cfg, size, batch, note = _sized(config)
+    if full_field:
+        note += f"field = one {HPF[0]}x{HPF[1]} HPF in {cfg.seg.predict_tile} px tiles; no published timing"
+    else:
+        note += "no full field at the paper's widths on a CPU (~20 TFLOP per HPF: see dwt_unet_short); no published timing"
+    cases = [_case(cfg, kind, name, size, batch, note, full_field) for kind, name in (("dwt", "dwt_unet"), ("unet", "unet"))]
+    if not full_field:
         short = get_task(PAPER).load_config("paper", "short")
-        narrow = config_lib.merge(config, {"seg": {"widths": tuple(short.seg.widths)}}, "bench")
-        t = narrow.seg_train
-        size, batch = min(int(t.crop_size or narrow.synthetic.field_size), CPU_INPUT), min(int(t.batch_size), CPU_BATCH)
-        narrow = config_lib.merge(narrow, {"seg_train": {"crop_size": size, "batch_size": batch}}, "bench")
+        narrow, size, batch, _ = _sized(config_lib.merge(config, {"seg": {"widths": tuple(short.seg.widths)}}, "bench"))
         widths = "/".join(str(w) for w in short.seg.widths)
         note = (f"dwt_mitosis: the short schedule's network (widths {widths}, as `make reproduce` trains it) "
                 f"at {size} px, batch {batch}; field = one {HPF[0]}x{HPF[1]} HPF in "
@@ -60,7 +63,8 @@ def benchmarks(config) -> list[BenchCase]:
     return cases
 
 
-def _paper_cases(config, full_field: bool) -> list[BenchCase]:
+def _sized(config) -> tuple:
+    """``(cfg, size, batch, note)``: the configured input size and batch, capped on a CPU (the note says so)."""
     from microrepro.common import config as config_lib
 
     t = config.seg_train
@@ -74,11 +78,7 @@ def _paper_cases(config, full_field: bool) -> list[BenchCase]:
     # The pipeline crops the fields to the case's input size, so both rows count the same images.
     cfg = config_lib.merge(config, {"seg_train": {"crop_size": size if size < config.synthetic.field_size else None,
                                                   "batch_size": batch}}, "bench")
-    if full_field:
-        note += f"field = one {HPF[0]}x{HPF[1]} HPF in {cfg.seg.predict_tile} px tiles; no published timing"
-    else:
-        note += "no full field at the paper's widths on a CPU (~20 TFLOP per HPF: see dwt_unet_short); no published timing"
-    return [_case(cfg, kind, name, size, batch, note, full_field) for kind, name in (("dwt", "dwt_unet"), ("unet", "unet"))]
+    return cfg, size, batch, note
 
 
 def _case(cfg, kind: str, name: str, size: int, batch: int, note: str, full_field: bool) -> BenchCase:

@@ -151,11 +151,8 @@ def _sp_cnn_case(cfg) -> BenchCase:
         return x, y.astype(np.float32)  # (target squares, edge map)
 
     def pipeline():
-        import tensorflow as tf
-
         images, targets, _ = runners.sp_cnn_arrays(cfg, _prepared(cfg, size))
-        return (tf.data.Dataset.from_tensor_slices((images, targets)).shuffle(len(images), seed=0)
-                .repeat().batch(batch, drop_remainder=True).prefetch(2))  # as runners.train_sp_cnn
+        return runners.sp_cnn_dataset(images, targets, batch, seed=0)  # as runners.train_sp_cnn
 
     return BenchCase(
         paper=PAPER, name="sp_cnn", build=build, input_shape=(size, size, 1), batch=batch, make_batch=make_batch,

@@ -108,7 +108,6 @@ def build_inception_v2(
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
     endpoint_stride(final_endpoint)  # validates the name
-    order = ENDPOINTS
     wm = width_multiplier
     inputs = keras.Input((input_size, input_size, in_channels), name="image")
     # slim: separable 7x7 with depthwise multiplier min(depth(64)/3, 8) then pointwise to depth(64).
@@ -123,7 +122,7 @@ def build_inception_v2(
     x = _conv(x, _depth(64, wm), 1, "Conv2d_2b_1x1")
     x = _conv(x, _depth(192, wm), 3, "Conv2d_2c_3x3")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="MaxPool_3a_3x3")(x)
-    for block in order:
+    for block in ENDPOINTS:
         x = _reduction(x, block, wm) if block in _REDUCTION else _mixed(x, block, wm)
         if block == final_endpoint:
             break

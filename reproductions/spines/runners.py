@@ -174,11 +174,22 @@ def sp_cnn_arrays(cfg, prepared: data_lib.Prepared) -> tuple[np.ndarray, np.ndar
     return images, targets, centres
 
 
+def sp_cnn_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int):
+    """Shuffled, repeated tf.data batches of ``sp_cnn_arrays``' (images, targets) for training."""
+    import tensorflow as tf
+
+    return (
+        tf.data.Dataset.from_tensor_slices((images, targets))
+        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .prefetch(2)
+    )
+
+
 def train_sp_cnn(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, with_prior: bool = True,
                  key: str = "sp_cnn", verbose=2):
     """Train SP-CNN with ``MSE - R`` (``with_prior``) or plain MSE; returns ``(model, info)``."""
-    import tensorflow as tf
-
     from microrepro.reproductions.spines import sp_cnn
 
     scfg = cfg.sp_cnn
@@ -192,13 +203,7 @@ def train_sp_cnn(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, with_p
     model = build_sp_cnn(cfg)
     loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight if with_prior else 0.0)
     model.compile(optimizer=make_optimizer(scfg.train), loss=loss)
-    dataset = (
-        tf.data.Dataset.from_tensor_slices((images, targets))
-        .shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(scfg.train.batch_size, drop_remainder=True)
-        .prefetch(2)
-    )
+    dataset = sp_cnn_dataset(images, targets, scfg.train.batch_size, seed)
     info = _fit(model, dataset, scfg.train, run_dir, key, verbose)
     info["loss"] = "MSE - R (eq. 3)" if with_prior else "MSE"
     info["input_size"] = train.size
