@@ -32,6 +32,8 @@ class MatchConfig:
     map_iou_threshold: float = 0.5  # Table 1 "mAP@0.5"
     released_max_dist: float = 6.0  # released eval: top-left corners within 6 px, no one-to-one
     released_score_threshold: float = 0.6  # released eval: score threshold 0.60
+    threshold_images: int = 300  # threshold_rule train_f1: training images it is chosen on (0 = all)
+    threshold_step: float = 0.025  # threshold_rule train_f1: grid 0.05, 0.075, ..., 0.95
 
 
 @dataclass
@@ -69,6 +71,7 @@ class YoloConfig:
     brightness: float = 0.1  # Sec. 2 "slight brightness contrast variation"
     contrast: float = 0.1
     score_threshold: float = 0.24  # darknet detector default; objectness is trained towards the IoU (rescore)
+    threshold_rule: str = "fixed"  # fixed (score_threshold) | train_f1 (max F1 on training images); paper: none
     nms_iou: float = 0.45  # darknet detector default
     max_detections: int = 50
     pretrained: str = "none"  # none | darknet | <path to .weights.h5>
@@ -102,6 +105,7 @@ class FasterRCNNSpinesConfig:
     roi_size: int = 7  # OD API: 14x14 crop then 2x2 max-pool = 7x7
     flip_horizontal: bool = True  # Sec. 3.1 "Only horizontal flipping"
     score_threshold: float = 0.5
+    threshold_rule: str = "fixed"  # fixed (score_threshold) | train_f1 (max F1 on training images); paper: none
     pretrained: str = "none"  # none | imagenet | coco | <path to .weights.h5>
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(optimizer="adam", lr=2e-5, batch_size=1, steps=9000)

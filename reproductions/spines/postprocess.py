@@ -150,6 +150,33 @@ def f1_sweep(
     return {k: np.asarray(v, np.float64) for k, v in out.items()}
 
 
+def threshold_grid(step: float) -> np.ndarray:
+    """Score thresholds 0.05, 0.05 + step, ..., 0.95 (the grid ``choose_threshold`` searches)."""
+    if not 0 < step <= 0.9:
+        raise ValueError(f"threshold step must be in (0, 0.9], got {step}")
+    return np.round(np.arange(0.05, 0.95 + step / 2, step), 6)
+
+
+def choose_threshold(
+    detections: list[tuple[np.ndarray, np.ndarray]],
+    gt_boxes: list[np.ndarray],
+    step: float = 0.025,
+    iou_threshold: float = 0.4,
+    max_dist: float = 6.0,
+) -> tuple[float, float, dict]:
+    """The score threshold of maximum F1 (paper's rule) on images the model was trained on.
+
+    The operating point is chosen without looking at the evaluation split: the rule of the
+    cell-counting paper (maximum F1 on the training images). Ties go to the lowest threshold.
+
+    Returns:
+        ``(threshold, f1 at it, the f1_sweep over threshold_grid(step))``.
+    """
+    sweep = f1_sweep(detections, gt_boxes, threshold_grid(step), iou_threshold, max_dist)
+    index = int(np.nanargmax(sweep["f1"])) if not np.all(np.isnan(sweep["f1"])) else 0
+    return float(sweep["threshold"][index]), float(np.nan_to_num(sweep["f1"][index])), sweep
+
+
 def anchor_max_iou(box_size: float, anchor_sizes, ratios=(1.0,)) -> float:
     """Best IoU any anchor of a sliding-window grid can reach with a ``box_size`` square box.
 

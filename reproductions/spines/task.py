@@ -28,12 +28,47 @@ MODELS = ("yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_mse")
 _CFG_SECTION = {"yolov2": "yolo", "faster_rcnn": "faster_rcnn", "sp_cnn": "sp_cnn", "sp_cnn_mse": "sp_cnn"}
 
 
-def _score_threshold(cfg: SpinesConfig, key: str) -> float:
+THRESHOLD_RULES = ("fixed", "train_f1")
+
+
+def _threshold_rule(cfg: SpinesConfig, key: str) -> str:
+    """``fixed`` (the configured score threshold) or ``train_f1`` (chosen on training images)."""
+    if key not in ("yolov2", "faster_rcnn"):
+        return "fixed"  # SP-CNN: peak_threshold, the released notebook's 0.5
+    rule = getattr(cfg, _CFG_SECTION[key]).threshold_rule
+    if rule not in THRESHOLD_RULES:
+        from microrepro.common.errors import ConfigError
+
+        raise ConfigError(f"{_CFG_SECTION[key]}.threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}")
+    return rule
+
+
+def _configured_threshold(cfg: SpinesConfig, key: str) -> float:
     if key == "yolov2":
         return cfg.yolo.score_threshold
     if key == "faster_rcnn":
         return cfg.faster_rcnn.score_threshold
     return cfg.sp_cnn.peak_threshold
+
+
+def threshold_path(run_dir: Path, key: str) -> Path:
+    """Where a run keeps the operating threshold chosen for ``key`` (beside its weights)."""
+    return Path(run_dir) / "train" / key / "operating_threshold.json"
+
+
+def operating_threshold(cfg: SpinesConfig, key: str, run_dir: Path) -> float:
+    """The score threshold ``key``'s detections are kept at for P/R/F1, overlays and predict."""
+    if _threshold_rule(cfg, key) == "fixed":
+        return _configured_threshold(cfg, key)
+    path = threshold_path(run_dir, key)
+    if not path.is_file():
+        from microrepro.common.errors import UserError
+
+        raise UserError(
+            f"{key}: threshold_rule is train_f1 but {path} does not exist (the threshold is chosen after "
+            f"training); run `microrepro evaluate {run_dir}` to choose it, or pass --threshold"
+        )
+    return float(json.loads(path.read_text())["threshold"])
 
 
 def _input_size(cfg: SpinesConfig, key: str) -> tuple[int, bool]:
@@ -93,11 +128,42 @@ class SpinesTask(Task):
             return runners.detect_faster_rcnn(model, cfg, prepared)
         return runners.detect_sp_cnn(model, cfg, prepared)
 
-    def _evaluate_model(self, run: Run, key: str, model, cfg, prepared, split: str, info: DataInfo) -> dict:
+    def _choose_threshold(self, run: Run, key: str, model, cfg: SpinesConfig, train_samples: list) -> dict | None:
+        """Rule ``train_f1``: choose ``key``'s score threshold by maximum F1 on training images.
+
+        Uses ``matching.threshold_images`` training images spread evenly over the split (never the
+        evaluation split) and writes ``train/<key>/operating_threshold.json``; a run that already
+        has one keeps it (the weights it was chosen for are the ones stored). ``None`` for ``fixed``.
+        """
+        if _threshold_rule(cfg, key) != "train_f1":
+            return None
+        path = threshold_path(run.run_dir, key)
+        if path.is_file():
+            return json.loads(path.read_text())
+        m = cfg.matching
+        samples = spread(train_samples, m.threshold_images)
+        size, keep = _input_size(cfg, key)
+        prepared = data_lib.prepare(samples, size, cfg.data.max_boxes, keep)
+        detections = self._detect(key, model, cfg, prepared)
+        threshold, f1, sweep = postprocess.choose_threshold(
+            detections, prepared.gt_boxes, m.threshold_step, m.iou_threshold, m.max_dist
+        )
+        chosen = {
+            "rule": "train_f1", "threshold": threshold, "train_f1": f1, "n_images": len(samples),
+            "sweep": {k: v.tolist() for k, v in sweep.items()},
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(chosen, indent=1))
+        print(f"[spines] {key}: score threshold {threshold:.3f} (max F1 {f1:.3f} on {len(samples)} training images)")
+        return chosen
+
+    def _evaluate_model(self, run: Run, key: str, model, cfg, prepared, split: str, info: DataInfo,
+                        chosen: dict | None = None) -> dict:
         detections = self._detect(key, model, cfg, prepared)
         m = cfg.matching
+        threshold = operating_threshold(cfg, key, run.run_dir)
         metrics = postprocess.evaluate_detections(
-            detections, prepared.gt_boxes, _score_threshold(cfg, key), m.iou_threshold, m.max_dist,
+            detections, prepared.gt_boxes, threshold, m.iou_threshold, m.max_dist,
             m.map_iou_threshold, m.released_max_dist, m.released_score_threshold,
         )
         n_time = min(cfg.timing_images, len(prepared))
@@ -110,19 +176,21 @@ class SpinesTask(Task):
             return self._detect(key, model, cfg, one)
 
         metrics["ms_per_image"] = runners.time_per_image(predict_one, sample, cfg.timing_repeats)
-        metrics["score_threshold"] = _score_threshold(cfg, key)
+        metrics["score_threshold"] = threshold
+        if chosen is not None:
+            metrics["train_f1_at_threshold"] = chosen["train_f1"]
         run.add_metrics(key, split, metrics, info)
-        self._figures(run, key, detections, prepared, cfg)
+        self._figures(run, key, detections, prepared, cfg, threshold)
         return {"detections": detections, "metrics": metrics}
 
-    def _figures(self, run: Run, key: str, detections, prepared, cfg) -> None:
+    def _figures(self, run: Run, key: str, detections, prepared, cfg, threshold: float) -> None:
         from microrepro.common import matching
         from microrepro.common.figures import montage
 
         tiles, titles = [], []
         for i in range(min(cfg.n_figure_images, len(prepared))):
             boxes, scores = detections[i]
-            kept = boxes[scores >= _score_threshold(cfg, key)]
+            kept = boxes[scores >= threshold]
             result = matching.match_spines(kept, prepared.gt_boxes[i], cfg.matching.iou_threshold, cfg.matching.max_dist)
             tiles.append(_overlay(prepared, i, kept, result))
             titles.append(f"{prepared.ids[i]}: TP {result.tp} FP {result.fp} FN {result.fn}")
@@ -135,6 +203,8 @@ class SpinesTask(Task):
         splits = data_lib.load_splits(data, cfg, run.seed)
         split = splits["eval_split"]
         info = self._data_info(splits, splits["eval"])
+        for key in MODELS:  # a bad threshold_rule is a ConfigError now, not after an hour of training
+            _threshold_rule(cfg, key)
         print(f"[spines] {len(splits['train'])} training images, {len(splits['eval'])} {split} images ({splits['kind']})")
         prepared: dict = {}
         sweeps = {}
@@ -161,18 +231,22 @@ class SpinesTask(Task):
             from microrepro.common import training
 
             training.plot_history(run.run_dir, key, run.figure_path(f"{key}_loss"), f"{key}: training loss")
-            out = self._evaluate_model(run, key, model, cfg, evaluation, split, info)
+            chosen = self._choose_threshold(run, key, model, cfg, splits["train"])
+            out = self._evaluate_model(run, key, model, cfg, evaluation, split, info, chosen)
             print(f"[spines] {key} on {split}: " + ", ".join(f"{k}={out['metrics'][k]:.3f}" for k in ("precision", "recall", "f1", "map50", "ms_per_image")))
             sweeps[key] = postprocess.f1_sweep(
                 out["detections"], evaluation.gt_boxes, np.linspace(0.05, 0.95, 19),
                 cfg.matching.iou_threshold, cfg.matching.max_dist,
             )
+            if chosen is not None:
+                sweeps[f"{key} (train)"] = {k: np.asarray(v) for k, v in chosen["sweep"].items()}
         if sweeps:
             from microrepro.common.figures import plot_curves
 
             plot_curves(
                 {k: (v["threshold"], v["f1"]) for k, v in sweeps.items()}, "score threshold", "F1 (IoU>=0.4 or 6 px)",
-                f"F1 vs score threshold ({split})", run.figure_path("f1_vs_threshold"),
+                f"F1 vs score threshold ({split}; '(train)': the images thresholds are chosen on)",
+                run.figure_path("f1_vs_threshold"),
             )
             (run.run_dir / "f1_sweep.json").write_text(
                 json.dumps({k: {m: v.tolist() for m, v in s.items()} for k, s in sweeps.items()}, indent=1)
@@ -193,7 +267,8 @@ class SpinesTask(Task):
             size, keep = _input_size(cfg, key)
             evaluation = data_lib.prepare(splits["eval"], size, cfg.data.max_boxes, keep)
             model = self._build_trained(key, cfg, run.run_dir)
-            self._evaluate_model(run, key, model, cfg, evaluation, split, info)
+            chosen = self._choose_threshold(run, key, model, cfg, splits["train"])
+            self._evaluate_model(run, key, model, cfg, evaluation, split, info, chosen)
 
     def predict(self, run_dir: Path, images: list[Path], out_dir: Path, model: str = "yolov2",
                 threshold: float | None = None, **options) -> list[Path]:
@@ -207,7 +282,8 @@ class SpinesTask(Task):
             images: image files.
             out_dir: output folder (created).
             model: one of "yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_mse".
-            threshold: keep detections whose score is at or above this (default: the config's).
+            threshold: keep detections whose score is at or above this (default: the run's operating
+                threshold: the configured one, or the one chosen on training images (train_f1)).
 
         Returns:
             The written paths.
@@ -223,7 +299,7 @@ class SpinesTask(Task):
             raise UserError(f"unknown predict option(s) {sorted(options)} for spines (model, threshold)")
         run_dir, out_dir = Path(run_dir), Path(out_dir)
         cfg: SpinesConfig = self.config_from_run(run_dir)
-        threshold = _score_threshold(cfg, model) if threshold is None else float(threshold)
+        threshold = operating_threshold(cfg, model, run_dir) if threshold is None else float(threshold)
         net = self._build_trained(model, cfg, run_dir)
         size, keep = _input_size(cfg, model)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +329,13 @@ class SpinesTask(Task):
             writer.writerows(counts)
         written.append(counts_path)
         return written
+
+
+def spread(samples: list, n: int) -> list:
+    """``n`` of ``samples`` spread evenly over the list (all of them when ``n`` is 0 or larger)."""
+    if n <= 0 or n >= len(samples):
+        return list(samples)
+    return [samples[i] for i in np.unique(np.linspace(0, len(samples) - 1, n).round().astype(int))]
 
 
 def _overlay(prepared: data_lib.Prepared, i: int, boxes: np.ndarray, result) -> np.ndarray:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from microrepro.common.data_sources import DataSource
+from microrepro.common.errors import ConfigError, UserError
 from microrepro.common.runs import Run
 from microrepro.reproductions.spines.task import TASK
 
@@ -60,6 +61,18 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     for name in ("yolov2_loss", "yolov2_predictions", "f1_vs_threshold"):
         assert (run.run_dir / "figures" / f"{name}.png").is_file()
 
+    # threshold_rule train_f1 (the base config's): chosen on the training images, stored beside
+    # the weights, used for the metrics and as predict's default; sp_cnn keeps its fixed 0.5.
+    chosen = json.loads((run.run_dir / "train" / "yolov2" / "operating_threshold.json").read_text())
+    assert chosen["rule"] == "train_f1" and chosen["n_images"] == 6
+    assert np.isclose(chosen["sweep"]["threshold"], chosen["threshold"]).sum() == 1
+    assert chosen["train_f1"] == pytest.approx(max(chosen["sweep"]["f1"]))
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert metrics["yolov2"]["val"]["score_threshold"] == pytest.approx(chosen["threshold"])
+    assert metrics["yolov2"]["val"]["train_f1_at_threshold"] == pytest.approx(chosen["train_f1"])
+    assert metrics["sp_cnn"]["val"]["score_threshold"] == cfg.sp_cnn.peak_threshold
+    assert not (run.run_dir / "train" / "sp_cnn" / "operating_threshold.json").exists()
+
     # predict: per-image CSV + overlay + counts.csv from the trained run
     out = tmp_path / "pred"
     images = sorted((data_dir / "train").glob("*.jpg"))[:2]
@@ -69,6 +82,23 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     assert header == "x,y,x1,y1,x2,y2,score"
     with pytest.raises(Exception, match="unknown spines model"):
         TASK.predict(run.run_dir, images, out, model="resnet")
+    # Default threshold = the chosen one; without its file, a clear error that says what to do.
+    default_out = tmp_path / "pred_default"
+    TASK.predict(run.run_dir, images[:1], default_out, model="yolov2")
+    scores = [float(r.split(",")[-1]) for r in (default_out / f"{images[0].stem}.csv").read_text().splitlines()[1:]]
+    assert all(v >= chosen["threshold"] - 1e-4 for v in scores)
+    (run.run_dir / "train" / "yolov2" / "operating_threshold.json").unlink()
+    with pytest.raises(UserError, match="microrepro evaluate"):
+        TASK.predict(run.run_dir, images[:1], tmp_path / "pred_missing", model="yolov2")
+
+
+def test_unknown_threshold_rule_is_a_config_error_before_training(tmp_path):
+    data_dir = _write_fixture(tmp_path / "spines")
+    cfg = TASK.load_config("paper", "smoke", {"yolo": {"threshold_rule": "best"}})
+    run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
+    with pytest.raises(ConfigError, match="threshold_rule must be one of fixed, train_f1"):
+        TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
+    assert not (run.run_dir / "train").exists()
 
 
 @pytest.mark.slow
@@ -85,3 +115,7 @@ def test_smoke_schedule_faster_rcnn_end_to_end_and_evaluate(tmp_path):
     run.metrics = {}
     TASK.evaluate(run, source)  # re-loads the trained weights
     assert "faster_rcnn" in json.loads((run.run_dir / "metrics.json").read_text())
+    # released preset: the released evaluation's fixed 0.6, nothing chosen on training images
+    assert cfg.faster_rcnn.threshold_rule == "fixed"
+    assert json.loads((run.run_dir / "metrics.json").read_text())["faster_rcnn"]["val"]["score_threshold"] == 0.6
+    assert not (run.run_dir / "train" / "faster_rcnn" / "operating_threshold.json").exists()

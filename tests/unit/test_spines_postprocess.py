@@ -49,6 +49,25 @@ def test_f1_sweep_counts_per_threshold():
     np.testing.assert_allclose(sweep["precision"], [0.5, 1.0, 0.0])
 
 
+def test_choose_threshold_takes_the_max_f1_of_the_grid_lowest_on_ties():
+    gt = [np.array([[0, 0, 15, 15], [40, 0, 55, 15]], np.float32), np.array([[0, 40, 15, 55]], np.float32)]
+    dets = [
+        (np.array([[0, 0, 15, 15], [40, 0, 55, 15], [80, 80, 95, 95]], np.float32), np.array([0.9, 0.62, 0.3])),
+        (np.array([[0, 40, 15, 55], [90, 0, 105, 15]], np.float32), np.array([0.7, 0.6])),
+    ]
+    # t <= 0.3: 3 TP 2 FP (F1 0.75); 0.3 < t <= 0.6: 3 TP 1 FP (6/7); 0.6 < t <= 0.62: 3 TP (1.0);
+    # 0.62 < t <= 0.7: 2 TP 0 FP (0.8).
+    threshold, f1, sweep = postprocess.choose_threshold(dets, gt, step=0.01)
+    assert threshold == pytest.approx(0.61) and f1 == pytest.approx(1.0)
+    # The 0.025 grid has no point in (0.6, 0.62]: 6/7 from 0.325 to 0.6, the lowest is taken.
+    threshold, f1, sweep = postprocess.choose_threshold(dets, gt, step=0.025)
+    assert threshold == pytest.approx(0.325) and f1 == pytest.approx(6 / 7)
+    np.testing.assert_allclose(sweep["threshold"], postprocess.threshold_grid(0.025))
+    assert postprocess.threshold_grid(0.025)[[0, -1]].tolist() == [0.05, 0.95]
+    with pytest.raises(ValueError, match="step"):
+        postprocess.threshold_grid(0.0)
+
+
 def test_anchor_iou_with_a_spine_released_vs_ours():
     # released anchors 64-512 px; a 15 px spine resized x2.5 to ~37 px: at best 37^2/64^2
     assert postprocess.anchor_max_iou(37.0, [64, 128, 256, 512]) == pytest.approx(37**2 / 64**2)
