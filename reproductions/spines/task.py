@@ -245,7 +245,7 @@ class SpinesTask(Task):
 
             plot_curves(
                 {k: (v["threshold"], v["f1"]) for k, v in sweeps.items()}, "score threshold", "F1 (IoU>=0.4 or 6 px)",
-                f"F1 vs score threshold ({split}; '(train)': the images thresholds are chosen on)",
+                f"F1 vs score threshold ({split}; '(train)': training images)",
                 run.figure_path("f1_vs_threshold"),
             )
             (run.run_dir / "f1_sweep.json").write_text(
