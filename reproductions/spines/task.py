@@ -43,6 +43,18 @@ def _threshold_rule(cfg: SpinesConfig, key: str) -> str:
     return rule
 
 
+def _check_threshold_config(cfg: SpinesConfig) -> None:
+    """Every model's threshold_rule, and the train_f1 grid, are valid (ConfigError otherwise)."""
+    from microrepro.common.errors import ConfigError
+
+    for key in MODELS:
+        _threshold_rule(cfg, key)
+    if not 0 < cfg.matching.threshold_step <= 0.9:
+        raise ConfigError(f"matching.threshold_step must be in (0, 0.9], got {cfg.matching.threshold_step}")
+    if cfg.matching.threshold_images < 0:
+        raise ConfigError(f"matching.threshold_images must be >= 0 (0 = all), got {cfg.matching.threshold_images}")
+
+
 def _configured_threshold(cfg: SpinesConfig, key: str) -> float:
     if key == "yolov2":
         return cfg.yolo.score_threshold
@@ -203,8 +215,7 @@ class SpinesTask(Task):
         splits = data_lib.load_splits(data, cfg, run.seed)
         split = splits["eval_split"]
         info = self._data_info(splits, splits["eval"])
-        for key in MODELS:  # a bad threshold_rule is a ConfigError now, not after an hour of training
-            _threshold_rule(cfg, key)
+        _check_threshold_config(cfg)  # a ConfigError now, not after an hour of training
         print(f"[spines] {len(splits['train'])} training images, {len(splits['eval'])} {split} images ({splits['kind']})")
         prepared: dict = {}
         sweeps = {}
@@ -254,6 +265,7 @@ class SpinesTask(Task):
 
     def evaluate(self, run: Run, data: DataSource) -> None:
         cfg: SpinesConfig = run.config
+        _check_threshold_config(cfg)
         splits = data_lib.load_splits(data, cfg, run.seed)
         split = splits["eval_split"]
         info = self._data_info(splits, splits["eval"])

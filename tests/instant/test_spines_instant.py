@@ -98,7 +98,11 @@ def test_unknown_threshold_rule_is_a_config_error_before_training(tmp_path):
     run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
     with pytest.raises(ConfigError, match="threshold_rule must be one of fixed, train_f1"):
         TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
-    assert not (run.run_dir / "train").exists()
+    cfg = TASK.load_config("paper", "smoke", {"matching": {"threshold_step": 0.0}})
+    run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run2")
+    with pytest.raises(ConfigError, match="threshold_step must be in"):
+        TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
+    assert not (tmp_path / "run" / "train").exists() and not (tmp_path / "run2" / "train").exists()
 
 
 @pytest.mark.slow
