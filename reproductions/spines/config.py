@@ -103,6 +103,7 @@ class FasterRCNNSpinesConfig:
     head_batch_size: int = 64  # TF OD API second_stage_batch_size (faster_rcnn_inception_v2 configs)
     head_fc_units: list[int] = field(default_factory=lambda: [1024, 1024])  # see README: FC head, not Mixed_5
     roi_size: int = 7  # OD API: 14x14 crop then 2x2 max-pool = 7x7
+    bn_momentum: float = 0.997  # slim / OD API batch_norm_decay (backbone BatchNormalization)
     flip_horizontal: bool = True  # Sec. 3.1 "Only horizontal flipping"
     score_threshold: float = 0.5
     threshold_rule: str = "fixed"  # fixed (score_threshold) | train_f1 (max F1 on training images); paper: none

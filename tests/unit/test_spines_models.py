@@ -1,5 +1,6 @@
 """Inception-V2 backbone, Faster R-CNN wiring and the spines config presets."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -30,6 +31,12 @@ def test_inception_v2_width_multiplier_and_errors():
         inception_v2.build_inception_v2(final_endpoint="Mixed_9z")
     with pytest.raises(ValueError, match="width_multiplier"):
         inception_v2.build_inception_v2(width_multiplier=0.0)
+    bns = [l for l in thin.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and all(l.momentum == 0.997 for l in bns)  # slim / OD API batch_norm_decay
+    fast = inception_v2.build_inception_v2(in_channels=1, width_multiplier=0.25, input_size=64, bn_momentum=0.9)
+    assert all(l.momentum == 0.9 for l in fast.layers if isinstance(l, keras.layers.BatchNormalization))
+    with pytest.raises(ValueError, match="bn_momentum"):
+        inception_v2.build_inception_v2(width_multiplier=0.25, bn_momentum=1.0)
     with pytest.raises(ConfigError, match="not available offline"):
         inception_v2.load_pretrained(thin, "imagenet")
     with pytest.raises(ConfigError, match="not available offline"):
