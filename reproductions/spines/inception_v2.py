@@ -111,6 +111,8 @@ def build_inception_v2(
     """
     if width_multiplier <= 0:
         raise ValueError(f"width_multiplier must be > 0, got {width_multiplier}")
+    if not 0.0 <= bn_momentum < 1.0:
+        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
     endpoint_stride(final_endpoint)  # validates the name
     wm = width_multiplier
     inputs = keras.Input((input_size, input_size, in_channels), name="image")
@@ -131,8 +133,6 @@ def build_inception_v2(
         if block == final_endpoint:
             break
     model = keras.Model(inputs, x, name=name)
-    if not 0.0 <= bn_momentum < 1.0:
-        raise ValueError(f"bn_momentum must be in [0, 1), got {bn_momentum}")
     for layer in model.layers:  # one place for the momentum instead of threading it through every block
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = float(bn_momentum)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from microrepro.common import matching
+from microrepro.common.metrics import best_threshold
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int | None = None) -> np.ndarray:
@@ -173,8 +174,8 @@ def choose_threshold(
         ``(threshold, f1 at it, the f1_sweep over threshold_grid(step))``.
     """
     sweep = f1_sweep(detections, gt_boxes, threshold_grid(step), iou_threshold, max_dist)
-    index = int(np.nanargmax(sweep["f1"])) if not np.all(np.isnan(sweep["f1"])) else 0
-    return float(sweep["threshold"][index]), float(np.nan_to_num(sweep["f1"][index])), sweep
+    threshold, f1 = best_threshold({"thresholds": sweep["threshold"], "f1": sweep["f1"]}, "f1")
+    return threshold, f1, sweep
 
 
 def anchor_max_iou(box_size: float, anchor_sizes, ratios=(1.0,)) -> float:

@@ -273,13 +273,13 @@ def build_faster_rcnn(cfg, seed: int | None = None) -> keras.Model:
     config = faster_rcnn_config(cfg, seed)
     from microrepro.common.detection.faster_rcnn import FasterRCNN
 
-    if not 0.0 <= f.bn_momentum < 1.0:
-        raise ConfigError(f"faster_rcnn.bn_momentum must be in [0, 1), got {f.bn_momentum}")
-
-    backbone = inception_v2.build_inception_v2(
-        in_channels=1, width_multiplier=f.width_multiplier, input_size=f.input_size, final_endpoint=f.feature_endpoint,
-        bn_momentum=f.bn_momentum,
-    )
+    try:
+        backbone = inception_v2.build_inception_v2(
+            in_channels=1, width_multiplier=f.width_multiplier, input_size=f.input_size,
+            final_endpoint=f.feature_endpoint, bn_momentum=f.bn_momentum,
+        )
+    except ValueError as err:  # width_multiplier / bn_momentum out of range: a config value
+        raise ConfigError(f"faster_rcnn: {err}") from None
     return FasterRCNN(backbone, config, name="faster_rcnn_inception_v2")
 
 

@@ -89,3 +89,6 @@ def test_feature_endpoint_sets_the_rpn_stride():
     bad = config_lib.merge(paper, {"faster_rcnn": {"feature_endpoint": "Mixed_9z"}}, "test")
     with pytest.raises(ConfigError, match="feature_endpoint"):
         runners.faster_rcnn_config(bad)
+    bad = config_lib.merge(paper, {"faster_rcnn": {"bn_momentum": 1.5}}, "test")
+    with pytest.raises(ConfigError, match=r"faster_rcnn: bn_momentum must be in \[0, 1\)"):
+        runners.build_faster_rcnn(bad)
