@@ -87,16 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser(
         "predict",
         help="detect / count objects in your images with a trained run (CSV per image + overlay PNG)",
-        description="Use a trained run to detect or count objects in your own images. Writes, per image, a "
-        "CSV of detections (x, y and box or area, score) and an overlay PNG, plus counts.csv with one count "
-        "per image. Large images are predicted tile by tile.",
+        description="Use a trained run to detect or count objects in your own images. Every paper writes the "
+        "same files: per image <name>.csv (id,x,y,x1,y1,x2,y2,score,class,area_px; empty = not applicable), "
+        "<name>_overlay.png and, for pipelines that segment, <name>_labels.tif (uint16 instance labels for "
+        "Fiji / napari); plus counts.csv (image,count,model,threshold,...) with one row per input. Output "
+        "names keep the inputs' relative folders. Large images are predicted tile by tile.",
     )
     pr.add_argument("run_dir", type=Path)
     pr.add_argument("images", nargs="+", type=Path, help="image files (png, jpg, tif, bmp) or folders of them")
     pr.add_argument("--out", type=Path, default=Path("predictions"), help="output folder (default ./predictions)")
     pr.add_argument("--threshold", type=float, help="score / probability threshold (default: the run's own)")
     pr.add_argument("--model", help="which of the run's models to use (default: the paper's main model)")
+    pr.add_argument("--plane", type=int, help="which plane of multi-plane (z-stack) TIFFs to use, from 0")
     pr.add_argument("--overwrite", action="store_true", help="allow writing into a non-empty output folder")
+    pr.add_argument("--resume", action="store_true",
+                    help="continue an interrupted predict into the same --out (images already done are kept)")
 
     res = sub.add_parser(
         "results",
@@ -234,12 +239,11 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 def cmd_predict(args) -> int:
     task, _ = _task_for_run(args.run_dir)
     images = _expand_images(args.images)
-    if args.out.exists() and any(args.out.iterdir()) and not args.overwrite:
-        raise UserError(f"{args.out} is not empty; choose another --out or pass --overwrite")
-    args.out.mkdir(parents=True, exist_ok=True)
-    options = {k: v for k, v in (("threshold", args.threshold), ("model", args.model)) if v is not None}
-    written = task.predict(args.run_dir, images, args.out, **options)
-    print(f"[predict] {len(images)} image(s) -> {args.out} ({len(written)} files)")
+    if args.out.exists() and any(args.out.iterdir()) and not (args.overwrite or args.resume):
+        raise UserError(f"{args.out} is not empty; choose another --out, continue it with --resume, or pass --overwrite")
+    written = task.predict(args.run_dir, images, args.out, model=args.model, threshold=args.threshold,
+                           plane=args.plane, resume=args.resume)
+    print(f"[predict] {len(images)} image(s) -> {args.out} ({len(written)} files; counts in {args.out / 'counts.csv'})")
     return 0
 
 

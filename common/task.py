@@ -8,13 +8,17 @@ from typing import Any
 
 from microrepro.common import config as config_lib
 from microrepro.common.data_sources import DataSource
+from microrepro.common.errors import UserError
+from microrepro.common.predict import Predictor, check_threshold, predict_images
 from microrepro.common.runs import Run
 
 
 class Task(abc.ABC):
     """One paper's reproduction.
 
-    Subclasses set the class attributes and implement ``reproduce``, ``evaluate`` and ``predict``.
+    Subclasses set the class attributes and implement ``reproduce``, ``evaluate`` and
+    ``load_predictor``; ``predict`` is shared (``common.predict``): every paper writes the same
+    files with the same columns.
     """
 
     name: str = ""
@@ -22,6 +26,8 @@ class Task(abc.ABC):
     dataset: str = ""  # folder name of the default real data set under the data root
     config_cls: type = object
     folder: Path = Path(".")
+    models: tuple[str, ...] = ()  # the models ``predict --model`` accepts
+    default_model: str = ""  # the paper's main model
 
     @property
     def config_path(self) -> Path:
@@ -57,5 +63,38 @@ class Task(abc.ABC):
         """Re-evaluate the trained models stored in ``run.run_dir`` on ``data``."""
 
     @abc.abstractmethod
-    def predict(self, run_dir: Path, images: list[Path], out_dir: Path, **options) -> list[Path]:
-        """Detect/count in ``images`` with a trained run; write per-image CSV + overlay PNG."""
+    def load_predictor(self, run_dir: Path, model: str) -> Predictor:
+        """``model`` of the trained run ``run_dir``, ready for ``common.predict.predict_images``.
+
+        The returned Predictor carries the run's stored operating threshold
+        (``common.thresholds``); ``predict`` replaces it when the user gives one.
+        """
+
+    def check_model(self, model: str | None) -> str:
+        """``model`` (default: the paper's main model), or a UserError listing the choices."""
+        model = model or self.default_model
+        if model not in self.models:
+            raise UserError(f"unknown {self.name} model {model!r}; choose one of {', '.join(self.models)}")
+        return model
+
+    def predict(self, run_dir: Path, images: list[Path], out_dir: Path, *, model: str | None = None,
+                threshold: float | None = None, plane: int | None = None, resume: bool = False) -> list[Path]:
+        """Detect / count objects in ``images`` with a trained run; see ``common.predict`` for the files.
+
+        Args:
+            run_dir: a finished run folder of this paper.
+            images: image files.
+            out_dir: output folder (created).
+            model: one of ``self.models`` (default ``self.default_model``).
+            threshold: operating threshold for this call (default: the one stored with the run).
+            plane: plane of multi-plane TIFFs.
+            resume: keep the outputs of images already done in ``out_dir``.
+
+        Returns:
+            The written paths, ``counts.csv`` last.
+        """
+        model = self.check_model(model)
+        predictor = self.load_predictor(Path(run_dir), model)
+        if threshold is not None:
+            predictor.threshold = check_threshold(threshold, predictor.score_range)
+        return predict_images(predictor, images, Path(out_dir), plane=plane, resume=resume)

@@ -36,6 +36,104 @@ def set_seed(seed: int, deterministic: bool = False) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stop training after ``minutes`` of wall clock (0 or None = never): keeps CPU schedules bounded.
+
+    Attributes:
+        steps: optimisation steps run in this session (a resumed run counts only its own).
+        stopped_early: whether the budget ended training.
+    """
+
+    def __init__(self, minutes: float | None):
+        super().__init__()
+        self.seconds = float(minutes or 0.0) * 60.0
+        self.start = None
+        self.stopped_early = False
+        self.steps = 0
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        if self.seconds > 0 and time.perf_counter() - self.start > self.seconds:
+            self.model.stop_training = True
+            self.stopped_early = True
+
+
+OPTIMIZERS = ("adam", "sgd", "momentum")
+
+
+def make_optimizer(name: str, lr: float, *, momentum: float = 0.9, weight_decay: float | None = None,
+                   clipnorm: float | None = None) -> keras.optimizers.Optimizer:
+    """The optimizer a config names: ``adam``, or ``sgd`` / ``momentum`` (SGD with momentum).
+
+    Keras' ``weight_decay`` is decoupled (``w -= lr * wd * w`` each step); for SGD that is the
+    Caffe / TF-slim L2 weight decay the papers use up to its interaction with momentum.
+    """
+    kwargs = {"weight_decay": weight_decay or None}
+    if clipnorm:
+        kwargs["clipnorm"] = float(clipnorm)
+    if name == "adam":
+        return keras.optimizers.Adam(lr, **kwargs)
+    if name in ("sgd", "momentum"):
+        return keras.optimizers.SGD(lr, momentum=momentum, **kwargs)
+    raise ConfigError(f"unknown optimizer {name!r} (use one of {', '.join(OPTIMIZERS)})")
+
+
+def steps_to_epochs(steps: int, steps_per_epoch: int) -> tuple[int, int]:
+    """``(epochs, steps_per_epoch)`` that run at least ``steps`` steps in whole epochs."""
+    per_epoch = max(1, min(int(steps_per_epoch), int(steps)))
+    return max(1, math.ceil(int(steps) / per_epoch)), per_epoch
+
+
+def schedule_record(result: dict, *, batch: int, steps_per_epoch: int | None = None,
+                    budget: TimeBudget | None = None, **extra) -> dict:
+    """The "schedule actually run" of one model, in one spelling for every paper.
+
+    Args:
+        result: what :func:`fit` returned.
+        batch: the global batch size.
+        steps_per_epoch: steps per epoch (to count steps when no budget counted them).
+        budget: the run's :class:`TimeBudget`, if any.
+        **extra: paper-specific entries (``input_size``, ``init``...).
+
+    Returns:
+        ``{"epochs", "steps", "batch", "seconds", "stopped_by_time_budget", "loss_first",
+        "loss_last", **extra}``; a missing loss is None.
+    """
+    loss = result.get("history", {}).get("loss") or []
+    epochs = int(result.get("epochs_run", 0))
+    steps = budget.steps if budget is not None and budget.steps else epochs * int(steps_per_epoch or 0) or None
+    record = {
+        "epochs": epochs,
+        "steps": steps,
+        "batch": int(batch),
+        "seconds": round(float(result.get("seconds", 0.0)), 1),
+        "stopped_by_time_budget": bool(budget.stopped_early) if budget is not None else False,
+        "loss_first": float(loss[0]) if loss else None,
+        "loss_last": float(loss[-1]) if loss else None,
+    }
+    record.update(extra)
+    return record
+
+
+def median_seconds(fn, repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` calls after ``warmup`` untimed ones.
+
+    The warm-up calls absorb graph tracing, compilation and first allocations, which are not part
+    of the steady-state time (detectron2 ``inference_on_dataset`` skips its first iterations too).
+    """
+    for _ in range(max(0, int(warmup))):
+        fn()
+    times = []
+    for _ in range(max(1, int(repeats))):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def train_dir(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / "train" / name
 
