@@ -62,13 +62,13 @@ class Task(abc.ABC):
     def evaluate(self, run: Run, data: DataSource) -> None:
         """Re-evaluate the trained models stored in ``run.run_dir`` on ``data``."""
 
-    @abc.abstractmethod
     def load_predictor(self, run_dir: Path, model: str) -> Predictor:
         """``model`` of the trained run ``run_dir``, ready for ``common.predict.predict_images``.
 
         The returned Predictor carries the run's stored operating threshold
         (``common.thresholds``); ``predict`` replaces it when the user gives one.
         """
+        raise NotImplementedError
 
     def check_model(self, model: str | None) -> str:
         """``model`` (default: the paper's main model), or a UserError listing the choices."""
