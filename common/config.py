@@ -15,6 +15,22 @@ A paper's ``config.yaml`` has this shape::
 
 Resolution order: dataclass defaults < base < preset < schedule < ``--set key=value``.
 Unknown keys are an error that names the key and lists the known ones (CSBDeep-style).
+
+Valid values live in the field types, so a bad value is a one-line ``ConfigError`` naming the key
+before any work starts: an enumerated string is a ``typing.Literal``, and a number carries its range
+as ``typing.Annotated[int, Range(min=1)]``. The aliases below cover the common cases::
+
+    PositiveInt     int >= 1          sizes, batch sizes, epochs, steps, counts
+    NonNegInt       int >= 0          "0 = all / none / off" counts, seeds (numpy wants >= 0)
+    PositiveFloat   float > 0         learning rates, scales, sigmas, physical sizes
+    NonNegFloat     float >= 0        weight decay, min_lr, loss weights, "0 = off" strengths
+    Fraction        float in (0, 1)   shares of a data set that must leave both parts non-empty
+    FractionOrZero  float in [0, 1)   BatchNorm momentum, shares that may be 0
+    Probability     float in [0, 1]   score thresholds, probabilities, IoUs
+
+They compose: ``PositiveInt | None``, ``tuple[PositiveInt, ...]``, ``list[list[PositiveFloat]]``.
+Every value is checked when it is merged in (``--set``, YAML) and the whole resolved config once
+more at the end of ``resolve``, so a dataclass default out of range fails too.
 """
 
 from __future__ import annotations
@@ -26,13 +42,56 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 
 from microrepro.common.errors import ConfigError
 
 RESERVED = ("presets", "schedules")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a number, read by ``_coerce`` from ``Annotated[int | float, Range(...)]``.
+
+    Attributes:
+        min: lower bound, None for none.
+        max: upper bound, None for none.
+        min_open: the lower bound itself is excluded (``> min`` rather than ``>= min``).
+        max_open: the upper bound itself is excluded (``< max`` rather than ``<= max``).
+    """
+
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        # Written as "is inside" so that NaN, which compares False with everything, is outside.
+        if self.min is not None and not (value > self.min if self.min_open else value >= self.min):
+            return False
+        if self.max is not None and not (value < self.max if self.max_open else value <= self.max):
+            return False
+        return True
+
+    def describe(self) -> str:
+        """``">= 1"``, ``"> 0 and < 1"``...: the allowed values, for error messages."""
+        parts = []
+        if self.min is not None:
+            parts.append(f"{'>' if self.min_open else '>='} {self.min:g}")
+        if self.max is not None:
+            parts.append(f"{'<' if self.max_open else '<='} {self.max:g}")
+        return " and ".join(parts) or "any number"
+
+
+PositiveInt = Annotated[int, Range(min=1)]
+NonNegInt = Annotated[int, Range(min=0)]
+PositiveFloat = Annotated[float, Range(min=0, min_open=True)]
+NonNegFloat = Annotated[float, Range(min=0)]
+Fraction = Annotated[float, Range(min=0, max=1, min_open=True, max_open=True)]
+FractionOrZero = Annotated[float, Range(min=0, max=1, max_open=True)]
+Probability = Annotated[float, Range(min=0, max=1)]
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -44,19 +103,27 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        inner, *metadata = typing.get_args(tp)
+        value = _coerce(value, inner, where)
+        for meta in metadata:
+            if isinstance(meta, Range) and not meta.contains(value):
+                raise ConfigError(f"{where}: {value!r} is out of range (must be {meta.describe()})")
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
+        options = [arg for arg in args if arg is not type(None)]
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in options:
             try:
                 return _coerce(value, arg, where)
             except ConfigError as err:
-                errors.append(str(err))
-        raise ConfigError(f"{where}: {value!r} fits none of {tp}")
+                errors.append(err)
+        if len(errors) == 1:  # ``X | None``: X's own message says more (its range, its choices)
+            raise errors[0]
+        raise ConfigError(f"{where}: {value!r} fits none of {_type_name(tp)}")
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
@@ -104,9 +171,48 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _type_name(tp: Any) -> str:
+    """A readable name of a field type for error messages (``int >= 1 | None``, not ``typing.Optional[...]``)."""
+    origin = typing.get_origin(tp)
+    if tp is type(None):
+        return "None"
+    if origin is Annotated:
+        inner, *metadata = typing.get_args(tp)
+        ranges = [f" {m.describe()}" for m in metadata if isinstance(m, Range)]
+        return _type_name(inner) + "".join(ranges)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(tp))
+    if origin is typing.Literal:
+        return " | ".join(repr(arg) for arg in typing.get_args(tp))
+    if origin is not None:
+        args = ", ".join("..." if arg is Ellipsis else _type_name(arg) for arg in typing.get_args(tp))
+        return f"{origin.__name__}[{args}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _hints(cls: type) -> dict:
+    # include_extras keeps Annotated (and so the Range) instead of stripping it to the bare type.
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+def validate(cfg: Any, where: str = "config") -> None:
+    """Check every value of dataclass instance ``cfg`` against its field type (Literal, Range...).
+
+    ``merge`` checks the values it is given; this also catches the dataclass defaults nobody
+    overrode. Raises ConfigError naming the first bad key; returns None and changes nothing.
+    """
+    hints = _hints(type(cfg))
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            validate(value, f"{where}.{field.name}")
+        else:
+            _coerce(value, hints[field.name], f"{where}.{field.name}")
+
+
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     """Build dataclass ``cls`` from ``data``; unknown keys raise ConfigError naming the key."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
@@ -126,7 +232,7 @@ def merge(base: Any, overrides: dict, where: str = "config") -> Any:
         return copy.deepcopy(base)
     if not isinstance(overrides, dict):
         raise ConfigError(f"{where}: expected a mapping, got {overrides!r}")
-    hints = typing.get_type_hints(type(base))
+    hints = _hints(type(base))
     names = {f.name for f in dataclasses.fields(base)}
     changes = {}
     for key, value in overrides.items():
@@ -197,6 +303,7 @@ def resolve(
     for name in _schedule_chain(schedules, schedule, path):
         cfg = merge(cfg, {k: v for k, v in (schedules[name] or {}).items() if k != "extends"}, f"schedules.{name}")
     cfg = merge(cfg, overrides or {}, "--set")
+    validate(cfg)  # the defaults no layer overrode have not been checked yet
     return cfg
 
 

@@ -6,20 +6,41 @@ Reference: Marzo & La Rosa 2016, Sec. 7 (model), Sec. 7.1 (training), Sec. 7.2 (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
+
+from microrepro.common.config import (
+    Fraction,
+    FractionOrZero,
+    NonNegFloat,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    Range,
+)
+
+# Keras initializer names (keras.initializers.get accepts them all); Caffe's "xavier" is glorot_uniform.
+KernelInitializer = Literal[
+    "glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal", "orthogonal",
+    "random_normal", "random_uniform", "truncated_normal", "variance_scaling",
+]
+# The metrics of common.metrics.threshold_sweep that eval.select_metric may maximise.
+SweepMetric = Literal["mcc", "f1", "iou", "accuracy", "precision", "recall", "specificity"]
+UnitFloat = Annotated[float, Range(0, 1)]  # [0, 1] for what is not a probability (momentum)
+Percentile = Annotated[float, Range(0, 100)]
 
 
 @dataclass
 class ModelConfig:
     """FCRN-A with a 2-class softmax head (Sec. 7, Fig. 6); see ``model.build_fcrn_a``."""
 
-    input_channels: int = 1
-    num_classes: int = 2
-    encoder_filters: tuple[int, ...] = (32, 64, 128)
-    bottleneck_filters: int = 512
-    decoder_filters: tuple[int, ...] = (128, 64, 32)
+    input_channels: PositiveInt = 1
+    num_classes: Annotated[int, Range(min=2)] = 2
+    encoder_filters: tuple[PositiveInt, ...] = (32, 64, 128)
+    bottleneck_filters: PositiveInt = 512
+    decoder_filters: tuple[PositiveInt, ...] = (128, 64, 32)
     batch_norm: bool = False
-    kernel_initializer: str = "glorot_uniform"
+    kernel_initializer: KernelInitializer = "glorot_uniform"
     upsampling: Literal["nearest", "bilinear"] = "nearest"
 
 
@@ -32,15 +53,15 @@ class OptimConfig:
     "decoupled" uses Keras' ``SGD(weight_decay=...)`` (w -= lr * wd * w, outside momentum).
     """
 
-    epochs: int = 60
-    batch_size: int = 4
-    lr: float = 0.01
-    momentum: float = 0.9
+    epochs: PositiveInt = 60
+    batch_size: PositiveInt = 4
+    lr: PositiveFloat = 0.01
+    momentum: UnitFloat = 0.9
     nesterov: bool = False
-    weight_decay: float = 1e-3
+    weight_decay: NonNegFloat = 1e-3
     weight_decay_mode: Literal["l2", "decoupled"] = "l2"
-    lr_step_epochs: int = 20
-    lr_step_factor: float = 0.1
+    lr_step_epochs: PositiveInt = 20
+    lr_step_factor: Annotated[float, Range(0, 1, min_open=True)] = 0.1
     jit_compile: bool = True
 
 
@@ -49,12 +70,12 @@ class PretrainConfig:
     """Pre-training on SIMCEP-like synthetic images (Sec. 7.1)."""
 
     train: OptimConfig = field(default_factory=OptimConfig)
-    n_images: int = 50  # synthetic full images the patches are sampled from
-    n_patches: int = 200  # random 128×128 training patches (Sec. 7.1)
-    n_val_patches: int = 40  # synthetic validation patches: checkpoint + MCC threshold
-    n_test_patches: int = 100  # synthetic test patches (split "synthetic_test")
-    patch_size: int = 128
-    noise_fraction: float = 0.5  # share of images with simplex/Perlin background (Sec. 7.1: half)
+    n_images: PositiveInt = 50  # synthetic full images the patches are sampled from
+    n_patches: PositiveInt = 200  # random 128×128 training patches (Sec. 7.1)
+    n_val_patches: PositiveInt = 40  # synthetic validation patches: checkpoint + MCC threshold
+    n_test_patches: PositiveInt = 100  # synthetic test patches (split "synthetic_test")
+    patch_size: PositiveInt = 128
+    noise_fraction: Probability = 0.5  # share of images with simplex/Perlin background (Sec. 7.1: half)
     generator: dict = field(default_factory=dict)  # overrides of datasets.synthetic.simcep config
 
 
@@ -63,15 +84,16 @@ class FinetuneConfig:
     """Fine-tuning on real fluorescence images with manual masks (Sec. 7.1)."""
 
     train: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=20))
-    n_crops: int = 55  # real 128×128 training crops (Sec. 7.1: 55 images)
-    crop_size: int = 128
+    n_crops: PositiveInt = 55  # real 128×128 training crops (Sec. 7.1: 55 images)
+    crop_size: PositiveInt = 128
     dihedral: bool = True  # ×8: rotations 0/90/180/270 and their mirror images (Sec. 7.1)
-    eval_fraction: float = 0.4  # share of real images held out for evaluation (by image)
-    val_fraction: float = 0.2  # share of the fine-tune images kept for validation/threshold
-    split_seed: int = 0
+    eval_fraction: Fraction = 0.4  # share of real images held out for evaluation (by image)
+    # share of the fine-tune images kept for validation/threshold; 0: threshold on the fine-tune images
+    val_fraction: FractionOrZero = 0.2
+    split_seed: NonNegInt = 0
     use_stardist: bool = True  # also use nuclei_stardist (tiles as images) when it sits beside
     stardist_dataset: str = "nuclei_stardist"
-    max_eval_images: int = 0  # 0: every evaluation image; >0 caps it (smoke schedule only)
+    max_eval_images: NonNegInt = 0  # 0: every evaluation image; >0 caps it (smoke schedule only)
 
 
 @dataclass
@@ -81,25 +103,25 @@ class VggConfig:
     enabled: bool = True
     dataset: str = "vgg_cells"
     train: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30))
-    n_train: int = 100  # first n_train images train (the last n_val of them validate), rest test
-    n_val: int = 10
-    n_test: int = 100  # the last n_test images
-    crops_per_epoch: int = 90  # random 128×128 training crops per epoch
-    crop_size: int = 128
+    n_train: PositiveInt = 100  # first n_train images train (the last n_val of them validate), rest test
+    n_val: PositiveInt = 10
+    n_test: NonNegInt = 100  # the last n_test images (0 = all after the first n_train)
+    crops_per_epoch: PositiveInt = 90  # random 128×128 training crops per epoch
+    crop_size: PositiveInt = 128
     target: Literal["otsu", "discs"] = "otsu"
-    smooth_sigma: float = 1.0  # Gaussian smoothing before Otsu (removes pixel noise)
-    disc_radius: int = 5  # for target "discs"
+    smooth_sigma: NonNegFloat = 1.0  # Gaussian smoothing before Otsu (removes pixel noise)
+    disc_radius: NonNegInt = 5  # for target "discs"
 
 
 @dataclass
 class EvalConfig:
     """Pixel metrics at the MCC-maximising threshold (Sec. 7.2)."""
 
-    n_thresholds: int = 101  # 0, 0.01, ..., 1
-    select_metric: str = "mcc"
-    n_examples: int = 4  # rows of the example-segmentation figure
-    timing_repeats: int = 5
-    timing_size: int = 256
+    n_thresholds: Annotated[int, Range(min=2)] = 101  # 0, 0.01, ..., 1
+    select_metric: SweepMetric = "mcc"
+    n_examples: NonNegInt = 4  # rows of the example-segmentation figure
+    timing_repeats: PositiveInt = 5
+    timing_size: PositiveInt = 256
 
 
 @dataclass
@@ -113,5 +135,5 @@ class FcnSegmentationConfig:
     vgg: VggConfig = field(default_factory=VggConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Per-image percentile normalisation to [0, 1]; the paper does not say how it scaled inputs.
-    normalize_low: float = 1.0
-    normalize_high: float = 99.8
+    normalize_low: Percentile = 1.0
+    normalize_high: Percentile = 99.8
