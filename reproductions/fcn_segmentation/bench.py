@@ -1,7 +1,7 @@
 """Benchmark cases of the fcn_segmentation reproduction for ``microrepro bench`` (``common/bench.py``).
 
 FCRN-A (Sec. 7, Fig. 6) at the paper's 128 x 128 x 1 patches (Sec. 7.1) with its own loss and
-optimiser (``task.compile_model``: per-pixel softmax cross-entropy, SGD + momentum, Caffe-style
+optimiser (``train.compile_model``: per-pixel softmax cross-entropy, SGD + momentum, Caffe-style
 L2 weight decay, XLA as configured), in two cases:
 
 - ``fcrn_a``: the configured pre-training batch (``pretrain.train.batch_size``; the paper does not
@@ -10,7 +10,7 @@ L2 weight decay, XLA as configured), in two cases:
   256; a CPU copes with 32).
 
 The pipeline row is the task's own pre-training pipeline (``data.make_dataset`` of SIMCEP-like
-patches from ``task.synthetic_patches``; pre-training has no augmentation, Sec. 7.1). The full
+patches from ``splits.synthetic_patches``; pre-training has no augmentation, Sec. 7.1). The full
 field is a :data:`FIELD` x :data:`FIELD` grey image segmented in one pass as the task does it
 (``data.predict_probability``: reflect-padded to a multiple of 8, no tiling).
 
@@ -33,15 +33,16 @@ _PATCHES: dict = {}
 
 def _case(cfg, name: str, batch: int, note: str) -> BenchCase:
     from microrepro.reproductions.fcn_segmentation import data as fdata
-    from microrepro.reproductions.fcn_segmentation import task as task_lib
+    from microrepro.reproductions.fcn_segmentation import splits
+    from microrepro.reproductions.fcn_segmentation import train as train_lib
 
     optim = cfg.pretrain.train
     size = int(cfg.pretrain.patch_size)
     channels = int(cfg.model.input_channels)
 
     def build():
-        model = task_lib.build_model(cfg.model, optim)
-        task_lib.compile_model(model, optim)
+        model = train_lib.build_model(cfg.model, optim)
+        train_lib.compile_model(model, optim)
         return model
 
     def make_batch(n: int):
@@ -54,7 +55,7 @@ def _case(cfg, name: str, batch: int, note: str) -> BenchCase:
         key = size
         if key not in _PATCHES:
             n_images = max(1, PIPELINE_PATCHES // 4)
-            _PATCHES[key] = fdata.stack_pairs(task_lib.synthetic_patches(cfg, n_images, PIPELINE_PATCHES, seed=1))
+            _PATCHES[key] = fdata.stack_pairs(splits.synthetic_patches(cfg, n_images, PIPELINE_PATCHES, seed=1))
         x, y = _PATCHES[key]
         # data.make_dataset makes one pass per epoch (keras repeats it); repeat the patches up to a
         # whole number of batches and repeat the dataset so the measurement sees full batches.

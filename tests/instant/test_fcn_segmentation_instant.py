@@ -13,8 +13,10 @@ import json
 import numpy as np
 import pytest
 
+from microrepro.common import thresholds
 from microrepro.common.data_sources import DataSource
-from microrepro.common.imageio import write_image
+from microrepro.common.imageio import read_image, write_image
+from microrepro.common.predict import COUNT_COLUMNS, OBJECT_COLUMNS
 from microrepro.common.runs import Run
 from microrepro.datasets.synthetic import simcep
 from microrepro.reproductions.fcn_segmentation.task import FINETUNED, PRETRAINED, TASK, VGG
@@ -94,11 +96,31 @@ def test_reproduce_evaluate_predict_on_fixtures(tmp_path):
     assert run.metrics[VGG]["test"]["f1"] == pytest.approx(before[VGG]["f1"], abs=1e-6)
 
     image = next((data_path / "stage1_test").glob("*/images/*.png"))
+    stored = thresholds.read_all(run.run_dir)
+    assert set(stored) == {PRETRAINED, FINETUNED, VGG}
+    assert stored[FINETUNED].rule.startswith("max_mcc_finetune_") and stored[PRETRAINED].rule == "max_mcc_synthetic_val"
+    assert stored[FINETUNED].value == run.metrics[FINETUNED]["real_eval"]["threshold"]
     written = TASK.predict(run.run_dir, [image], tmp_path / "pred")
     names = {p.name for p in written}
-    assert {f"{image.stem}_mask.png", f"{image.stem}_overlay.png", f"{image.stem}.csv", "counts.csv"} == names
-    rows = list(csv.DictReader(open(tmp_path / "pred" / "counts.csv")))
-    assert rows[0]["image"] == image.name and int(rows[0]["count"]) >= 0
-    detections = list(csv.DictReader(open(tmp_path / "pred" / f"{image.stem}.csv")))
-    assert len(detections) == int(rows[0]["count"])
-    assert sum(int(d["area_px"]) for d in detections) == int(rows[0]["area_px"])
+    assert {f"{image.stem}.csv", f"{image.stem}_overlay.png", f"{image.stem}_labels.tif", "counts.csv"} == names
+    with open(tmp_path / "pred" / "counts.csv", newline="") as fh:
+        reader = csv.reader(fh)
+        assert tuple(next(reader)) == COUNT_COLUMNS
+        rows = list(reader)
+    assert len(rows) == 1 and rows[0][0] == image.name and rows[0][2] == FINETUNED
+    assert float(rows[0][3]) == pytest.approx(stored[FINETUNED].value, abs=1e-4)
+    with open(tmp_path / "pred" / f"{image.stem}.csv", newline="") as fh:
+        reader = csv.reader(fh)
+        assert tuple(next(reader)) == OBJECT_COLUMNS
+        detections = list(reader)
+    assert len(detections) == int(rows[0][1])
+    labels = read_image(tmp_path / "pred" / f"{image.stem}_labels.tif")
+    assert int(labels.max()) == len(detections)
+    assert sum(int(d[-1]) for d in detections) == int((labels > 0).sum())
+
+    # evaluate chooses a missing threshold again on the same validation data, and stores it
+    (run.run_dir / "thresholds.json").unlink()
+    TASK.evaluate(run, DataSource("dsb2018_stage1_test", data_path, "test"))
+    again = thresholds.read_all(run.run_dir)
+    assert {name: t.value for name, t in again.items()} == {name: t.value for name, t in stored.items()}
+    assert again[VGG].rule == "max_mcc_vgg_val" and again[VGG].n_images == stored[VGG].n_images

@@ -11,7 +11,9 @@ import numpy as np
 from microrepro.common.training import set_seed
 from microrepro.datasets.synthetic import simcep
 from microrepro.reproductions.fcn_segmentation import data as fdata
-from microrepro.reproductions.fcn_segmentation.task import TASK, build_model, choose_threshold, compile_model
+from microrepro.reproductions.fcn_segmentation.evaluate import choose_threshold
+from microrepro.reproductions.fcn_segmentation.task import TASK
+from microrepro.reproductions.fcn_segmentation.train import build_model, compile_model
 
 
 def test_fcrn_a_overfits_synthetic_patches():
@@ -34,6 +36,6 @@ def test_fcrn_a_overfits_synthetic_patches():
     from microrepro.common.metrics import pixel_metrics
 
     probs = fdata.predict_probability(model, images)
-    threshold = choose_threshold(probs, targets, cfg)
+    threshold = choose_threshold(probs, targets, cfg).value
     mcc = pixel_metrics([p >= threshold for p in probs], targets)["mcc"]
     assert mcc >= 0.7, f"MCC {mcc:.3f} at threshold {threshold:.2f}"

@@ -8,13 +8,9 @@ import yaml
 
 from microrepro.reproductions.fcn_segmentation import data as fdata
 from microrepro.reproductions.fcn_segmentation.config import FcnSegmentationConfig
-from microrepro.reproductions.fcn_segmentation.task import (
-    METRIC_KEYS,
-    TASK,
-    choose_threshold,
-    finetune_pairs,
-    metrics_at,
-)
+from microrepro.reproductions.fcn_segmentation.evaluate import METRIC_KEYS, choose_threshold, metrics_at
+from microrepro.reproductions.fcn_segmentation.splits import finetune_pairs
+from microrepro.reproductions.fcn_segmentation.task import TASK
 
 
 def test_to_grey_takes_the_channel_maximum_and_drops_alpha():
@@ -125,7 +121,11 @@ def test_threshold_and_metrics_on_hand_built_probabilities():
     prob = np.array([[0.9, 0.7, 0.6, 0.1], [0.3, 0.2, 0.0, 0.0]], np.float32)
     # t in (0.2, 0.3]: tp 3, fp 1, fn 0, tn 4 -> MCC 12 / sqrt(240) = 0.775, the best range
     # (t in (0.6, 0.7]: tp 2, fp 0, fn 1, tn 5 -> 0.745); ties go to the lowest grid value.
-    assert choose_threshold([prob], [gt], cfg) == pytest.approx(0.21)
+    chosen = choose_threshold([prob], [gt], cfg, split="val")
+    assert chosen.value == pytest.approx(0.21)
+    assert (chosen.rule, chosen.metric, chosen.split, chosen.n_images) == ("max_mcc_val", "mcc", "val", 1)
+    assert chosen.metric_value == pytest.approx(12 / np.sqrt(240))
+    assert len(chosen.curve["mcc"]) == len(chosen.curve["thresholds"]) == cfg.eval.n_thresholds
     values = metrics_at([prob], [gt], 0.65, cfg)
     assert set(METRIC_KEYS) <= set(values)
     # tp 2, fp 0, fn 1, tn 5
@@ -156,7 +156,8 @@ def test_every_preset_and_schedule_resolves_and_published_names_are_written():
     paper = TASK.load_config("paper", "paper")
     assert (paper.pretrain.n_patches, paper.finetune.n_crops) == (200, 55)  # Sec. 7.1
     opt = paper.pretrain.train
-    assert (opt.lr, opt.momentum, opt.weight_decay, opt.lr_step_epochs, opt.lr_step_factor) == (0.01, 0.9, 1e-3, 20, 0.1)
+    solver = (opt.lr, opt.momentum, opt.weight_decay, opt.lr_step_epochs, opt.lr_step_factor)
+    assert solver == (0.01, 0.9, 1e-3, 20, 0.1)
     published = yaml.safe_load(TASK.published_path.read_text())
     rows = published["tables"][0]["rows"]
     written = set(METRIC_KEYS) | {"threshold", "mcc_gain_over_pretrained"}

@@ -14,7 +14,8 @@ from microrepro.reproductions.fcn_segmentation.model import (
     count_parameters,
     receptive_fields,
 )
-from microrepro.reproductions.fcn_segmentation.task import TASK, build_model
+from microrepro.reproductions.fcn_segmentation.task import TASK
+from microrepro.reproductions.fcn_segmentation.train import build_model
 
 # conv 3x3 1->32, 32->64, 64->128, 128->512, 512->128, 128->64, 64->32 (+ bias), 1x1 32->2
 FCRN_A_PARAMS = (9 * 1 * 32 + 32) + (9 * 32 * 64 + 64) + (9 * 64 * 128 + 128) + (9 * 128 * 512 + 512) \
