@@ -49,14 +49,16 @@ def residual_block(x, filters: int, kernel_size: int = 3, shortcut=None, activat
     """
     if shortcut is None:
         if x.shape[-1] != filters:
-            shortcut = layers.Conv2D(filters, 1, padding="same", kernel_initializer=INITIALIZER, name=f"{name}_shortcut")(x)
+            shortcut = layers.Conv2D(filters, 1, padding="same", kernel_initializer=INITIALIZER,
+                                     name=f"{name}_shortcut")(x)
         else:
             shortcut = x
     y = x
     for i in (1, 2):
         y = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{i}")(y)
         y = layers.Activation(activation, name=f"{name}_act{i}")(y)
-        y = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=INITIALIZER, name=f"{name}_conv{i}")(y)
+        y = layers.Conv2D(filters, kernel_size, padding="same", kernel_initializer=INITIALIZER,
+                          name=f"{name}_conv{i}")(y)
     return layers.Add(name=f"{name}_add")([y, shortcut])
 
 
@@ -94,7 +96,8 @@ def build_c_resunet(
     """
     filters = [int(f) for f in filters]
     if not filters or min(filters) < 1 or bridge_filters < 1 or bridge_blocks < 1:
-        raise ValueError(f"filters {filters}, bridge_filters {bridge_filters}, bridge_blocks {bridge_blocks} must be positive")
+        raise ValueError(f"filters {filters}, bridge_filters {bridge_filters}, bridge_blocks {bridge_blocks} "
+                         f"must be positive")
     if bridge_kernel < 1:
         raise ValueError(f"bridge_kernel must be >= 1, got {bridge_kernel}")
     inputs = keras.Input((None, None, input_channels), name="image")
@@ -117,8 +120,8 @@ def build_c_resunet(
 
     x = layers.MaxPooling2D(2, name="bridge_pool")(x)
     for block in range(bridge_blocks):
-        x = residual_block(x, bridge_filters, kernel_size=bridge_kernel, activation=activation, name=f"bridge{block + 1}",
-                           bn_momentum=bn_momentum)
+        x = residual_block(x, bridge_filters, kernel_size=bridge_kernel, activation=activation,
+                           name=f"bridge{block + 1}", bn_momentum=bn_momentum)
 
     for level in reversed(range(len(filters))):
         width = filters[level]

@@ -132,7 +132,8 @@ def separate_cells(heatmap: np.ndarray, threshold: float, sizes: PostprocessSize
         return np.zeros(binary.shape, np.int32)
     distance = ndimage.distance_transform_edt(binary)
     flattened = ndimage.maximum_filter(distance, size=sizes.max_filter, mode="constant")
-    neighbourhood_max = ndimage.maximum_filter(flattened, footprint=np.ones((sizes.footprint,) * 2, bool), mode="constant")
+    footprint = np.ones((sizes.footprint,) * 2, bool)
+    neighbourhood_max = ndimage.maximum_filter(flattened, footprint=footprint, mode="constant")
     peaks = (flattened == neighbourhood_max) & binary
     peaks = _remove_small_objects(peaks, sizes.min_marker, remove_small_objects)
     markers = label(peaks, connectivity=2)

@@ -10,10 +10,14 @@ import json
 import numpy as np
 import pytest
 
+from microrepro.common import thresholds
 from microrepro.common.data_sources import DataSource
 from microrepro.common.imageio import write_image
+from microrepro.common.predict import COUNT_COLUMNS, OBJECT_COLUMNS
 from microrepro.common.runs import Run
+from microrepro.reproductions.cell_counting import data as D
 from microrepro.reproductions.cell_counting import task as T
+from microrepro.reproductions.cell_counting.inference import FULL, NO_WATERSHED, NO_WEIGHTMAP
 
 
 @pytest.fixture
@@ -23,9 +27,9 @@ def small_neurons(monkeypatch):
 
     def fields(n, seed):
         config = neurons.NeuronsConfig(image_size=(256, 320))
-        return T.fields_from_samples(neurons.generate(n, seed, config))
+        return D.fields_from_samples(neurons.generate(n, seed, config))
 
-    monkeypatch.setattr(T, "synthetic_fields", fields)
+    monkeypatch.setattr(D, "synthetic_fields", fields)
 
 
 def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
@@ -34,35 +38,55 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
     T.TASK.reproduce(run, DataSource("fnc_sample", None, "synthetic generator"))
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics) == {T.FULL, T.NO_WEIGHTMAP, T.NO_WATERSHED}
+    assert set(metrics) == {FULL, NO_WEIGHTMAP, NO_WATERSHED}
     for key in metrics:
         values = metrics[key]["synthetic_test"]
         for name in ("f1", "f1_released", "mae", "medae", "mean_iou", "threshold"):
             assert np.isfinite(values[name]), (key, name)
         assert 0.0 <= values["f1"] <= 1.0 and values["mae"] >= 0
-    assert metrics[T.FULL]["synthetic_test"]["s_per_field"] > 0
-    assert metrics[T.FULL]["synthetic_test"]["ms_per_crop"] > 0
+    assert metrics[FULL]["synthetic_test"]["s_per_field"] > 0
+    assert metrics[FULL]["synthetic_test"]["ms_per_crop"] > 0
     assert run.splits["synthetic_test"]["kind"] == "synthetic"
-    assert run.schedule_run[T.FULL]["steps"] == 2 and run.schedule_run[T.NO_WEIGHTMAP]["steps"] == 2
+    assert run.schedule_run[FULL]["steps"] == 2 and run.schedule_run[NO_WEIGHTMAP]["steps"] == 2
     state = json.loads((tmp_path / "run" / T.STATE_FILE).read_text())
-    assert set(state["thresholds"]) == {T.FULL, T.NO_WEIGHTMAP, T.NO_WATERSHED}
+    assert set(state) == {"sizes", "mean_cell_diameter", "models", "train_fields"}  # thresholds live apart
+    stored = thresholds.read_all(tmp_path / "run")
+    assert set(stored) == {FULL, NO_WEIGHTMAP, NO_WATERSHED}
+    for key, threshold in stored.items():
+        assert threshold.rule == "max_f1_train" and threshold.n_images == 1
+        assert threshold.curve["thresholds"] == [0.5, 0.7] and len(threshold.curve["f1"]) == 2
+        assert threshold.value == metrics[key]["synthetic_test"]["threshold"]
     assert (tmp_path / "run" / "figures" / "f1_vs_threshold.png").is_file()
-    assert (tmp_path / "run" / "train" / T.FULL / "best.weights.h5").is_file()
+    assert (tmp_path / "run" / "train" / FULL / "best.weights.h5").is_file()
 
-    # evaluate: reload the trained models and thresholds from the run folder
+    # evaluate: reload the trained models and the stored thresholds from the run folder
     again = Run.create("cell_counting", cfg, "paper", "smoke", seed=0, out=tmp_path / "run", resume=True)
     T.TASK.evaluate(again, DataSource("fnc_sample", None, "synthetic generator"))
-    assert again.metrics[T.FULL]["synthetic_test"]["f1"] == pytest.approx(metrics[T.FULL]["synthetic_test"]["f1"])
+    for key in metrics:
+        assert again.metrics[key]["synthetic_test"]["f1"] == pytest.approx(metrics[key]["synthetic_test"]["f1"])
+        assert again.metrics[key]["synthetic_test"]["mae"] == pytest.approx(metrics[key]["synthetic_test"]["mae"])
+    # a run without thresholds.json: evaluate chooses them again on the same training fields
+    thresholds.path(tmp_path / "run").unlink()
+    T.TASK.evaluate(again, DataSource("fnc_sample", None, "synthetic generator"))
+    assert {k: t.value for k, t in thresholds.read_all(tmp_path / "run").items()} == {
+        k: t.value for k, t in stored.items()}
 
-    # predict: per-image CSV (x, y, area), overlay PNG, counts.csv
+    # predict (common.predict): per image <stem>.csv, overlay, label TIFF; counts.csv one row per image
     image = np.zeros((96, 128, 3), np.uint8)
     image[30:50, 40:60] = (230, 200, 20)
-    path = write_image(tmp_path / "field.png", image)
-    written = T.TASK.predict(tmp_path / "run", [path], tmp_path / "out")
+    grey16 = (image.mean(axis=-1) * 16).astype(np.uint16)  # a 12-bit grey camera image
+    paths = [write_image(tmp_path / "in" / "field.png", image), write_image(tmp_path / "in" / "grey.tif", grey16)]
+    written = T.TASK.predict(tmp_path / "run", paths, tmp_path / "out")
     names = {p.name for p in written}
-    assert names == {"field_cells.csv", "field_overlay.png", "counts.csv"}
-    with open(tmp_path / "out" / "field_cells.csv") as fh:
-        assert next(csv.reader(fh)) == ["x", "y", "area"]
+    assert names == {"field.csv", "field_overlay.png", "field_labels.tif", "grey.csv", "grey_overlay.png",
+                     "grey_labels.tif", "counts.csv"}
+    for stem in ("field", "grey"):
+        with open(tmp_path / "out" / f"{stem}.csv") as fh:
+            assert tuple(next(csv.reader(fh))) == OBJECT_COLUMNS
     with open(tmp_path / "out" / "counts.csv") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["image", "count"] and rows[1][0] == "field.png" and int(rows[1][1]) >= 0
+    assert tuple(rows[0]) == COUNT_COLUMNS and len(rows) == 1 + len(paths)
+    assert [r[0] for r in rows[1:]] == ["field.png", "grey.tif"]
+    for row in rows[1:]:
+        assert int(row[1]) >= 0 and row[2] == FULL
+        assert float(row[3]) == pytest.approx(stored[FULL].value)

@@ -7,8 +7,12 @@ from skimage.draw import disk
 from microrepro.common import training
 from microrepro.common.runs import Run
 from microrepro.reproductions.cell_counting import postprocess as post
-from microrepro.reproductions.cell_counting import task as T
+from microrepro.reproductions.cell_counting.data import Field, datasets, make_crops
+from microrepro.reproductions.cell_counting.evaluate import evaluate_fields
+from microrepro.reproductions.cell_counting.inference import FULL, postprocessor, predict_heatmap
 from microrepro.reproductions.cell_counting.model import WeightedBCE
+from microrepro.reproductions.cell_counting.task import TASK
+from microrepro.reproductions.cell_counting.train import build_model, train_model
 
 
 def _fields():
@@ -23,12 +27,12 @@ def _fields():
             labels[rr, cc] = i
         image = rng.normal(25, 8, (96, 128, 3))
         image[labels > 0] += (180, 160, 10)
-        fields.append(T.Field(f"fixture{k}", np.clip(image, 0, 255).astype(np.uint8), labels))
+        fields.append(Field(f"fixture{k}", np.clip(image, 0, 255).astype(np.uint8), labels))
     return fields
 
 
 def test_c_resunet_overfits_a_few_fields(tmp_path):
-    cfg = T.TASK.load_config("paper", "smoke", {
+    cfg = TASK.load_config("paper", "smoke", {
         "model": {"filters": [8, 16, 32], "bridge_filters": 64},
         "data": {"scale": 1.0, "crop_size": 64, "crop_stride": 32, "hard_repeat": 0,
                  "augment": {"flips": False, "rot90": False, "rotation_degrees": 0.0, "brightness": 0.0,
@@ -38,24 +42,25 @@ def test_c_resunet_overfits_a_few_fields(tmp_path):
         "postprocess": {"tile": 64, "tile_overlap": 16},
     })
     fields = _fields()
-    crops = T.make_crops(fields, cfg)
-    pipelines = T.datasets(crops, crops, cfg, seed=0)
+    crops = make_crops(fields, cfg)
+    pipelines = datasets(crops, crops, cfg, seed=0)
     run = Run.create("cell_counting", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
 
     # Loss of the untrained network (same seed, so the same initial weights) on the fixture.
     training.set_seed(0)
-    initial_model = T.build_model(cfg)
+    initial_model = build_model(cfg)
     x = crops["image"].astype(np.float32) / 255.0
     y = np.concatenate([crops["mask"], crops["weights"]], axis=-1).astype(np.float32)
     loss_fn = WeightedBCE()
     initial = float(loss_fn(y, initial_model(x, training=False)))
 
-    model, schedule = T.train_model(T.FULL, run, cfg, crops, crops, pipelines, weighted=True)
+    model, schedule = train_model(FULL, run, cfg, crops, crops, pipelines, weighted=True)
     final = float(loss_fn(y, model(x, training=False)))
     assert final < 0.5 * initial, (initial, final)
 
     sizes = post.PostprocessSizes.from_cell_diameter(post.mean_cell_diameter([f.labels for f in fields]))
-    heat = [T.predict_heatmap(model, f.image, cfg) for f in fields]
-    metrics, _ = T.evaluate_fields(heat, fields, T.postprocessor(T.FULL, sizes), 0.5, 50.0)
+    heat = [predict_heatmap(model, f.image, cfg) for f in fields]
+    metrics, _ = evaluate_fields(heat, fields, postprocessor(FULL, sizes), 0.5, 50.0)
     assert metrics["f1"] >= 0.8, metrics
-    assert schedule["steps"] == 60
+    assert schedule["steps"] == 60 and schedule["epochs"] == 5
+    assert schedule["loss_last"] < schedule["loss_first"]  # common.training.schedule_record spelling

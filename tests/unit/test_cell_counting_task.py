@@ -1,4 +1,4 @@
-"""cell_counting task helpers: config presets, crops, oversampling, threshold sweep, evaluation."""
+"""cell_counting helpers: config presets, crops, oversampling, threshold sweep, evaluation, input images."""
 
 import numpy as np
 import pytest
@@ -6,9 +6,12 @@ import yaml
 from skimage.draw import disk
 
 from microrepro.common.errors import ConfigError, UserError
+from microrepro.reproductions.cell_counting import data as D
+from microrepro.reproductions.cell_counting import evaluate as E
+from microrepro.reproductions.cell_counting import inference as I
 from microrepro.reproductions.cell_counting import postprocess as post
-from microrepro.reproductions.cell_counting import task as T
-from microrepro.reproductions.cell_counting.task import TASK, Field
+from microrepro.reproductions.cell_counting.data import Field
+from microrepro.reproductions.cell_counting.task import TASK
 
 
 def _field(shape, centres, radius=10, fid="f"):
@@ -43,35 +46,40 @@ def test_published_metrics_are_keys_the_task_writes():
     published = yaml.safe_load(TASK.published_path.read_text())
     field = _field((64, 64), [(32, 32)])
     heat = (field.labels > 0).astype(np.float32)
-    metrics, _ = T.evaluate_fields([heat], [field], T.postprocessor(T.FULL, post.PostprocessSizes(10, 10, 5, 7, 1)), 0.5, 50.0)
+    post_fn = I.postprocessor(I.FULL, post.PostprocessSizes(10, 10, 5, 7, 1))
+    metrics, _ = E.evaluate_fields([heat], [field], post_fn, 0.5, 50.0)
     for row in published["tables"][0]["rows"]:
-        assert row["model"] == T.FULL
+        assert row["model"] == I.FULL
         assert row["metric"] in metrics
 
 
 def test_threshold_grid_is_the_released_one():
-    grid = T.threshold_grid(TASK.load_config("paper", "paper"))
+    grid = E.threshold_grid(TASK.load_config("paper", "paper"))
     assert len(grid) == 20 and grid[0] == 0.5 and grid[-1] == 0.975
     np.testing.assert_allclose(np.diff(grid), 0.025)
+    np.testing.assert_array_equal(E.threshold_grid(TASK.load_config("paper", "smoke")), [0.5, 0.7])
+    with pytest.raises(ConfigError, match="start <= stop"):
+        E.threshold_grid(TASK.load_config("paper", "smoke", {"postprocess": {"threshold_grid": [0.7, 0.5, 0.1]}}))
 
 
 def test_is_hard_crop_rule():
-    assert not T.is_hard_crop(_field((64, 64), [(20, 20)]).labels, 3, 3)
-    assert T.is_hard_crop(_field((100, 100), [(20, 20), (20, 80), (80, 20)], 8).labels, 3, 3)  # 3 cells
+    assert not D.is_hard_crop(_field((64, 64), [(20, 20)]).labels, 3, 3)
+    assert D.is_hard_crop(_field((100, 100), [(20, 20), (20, 80), (80, 20)], 8).labels, 3, 3)  # 3 cells
     touching = np.zeros((20, 30), np.int32)
     touching[5:15, 2:12] = 1
     touching[5:15, 13:23] = 2  # 1 px apart
-    assert T.is_hard_crop(touching, 6, 3)
+    assert D.is_hard_crop(touching, 6, 3)
     apart = np.zeros((20, 40), np.int32)
     apart[5:15, 2:12] = 1
     apart[5:15, 25:35] = 2  # 13 px apart
-    assert not T.is_hard_crop(apart, 6, 3)
+    assert not D.is_hard_crop(apart, 6, 3)
 
 
 def test_crops_layout_weights_and_oversampling():
-    cfg = TASK.load_config("paper", "paper", {"data": {"crop_size": 32, "crop_stride": 24, "hard_min_cells": 2, "hard_repeat": 2}})
+    cfg = TASK.load_config("paper", "paper",
+                           {"data": {"crop_size": 32, "crop_stride": 24, "hard_min_cells": 2, "hard_repeat": 2}})
     fields = [_field((56, 80), [(20, 20), (20, 60)], 8), _field((56, 80), [], 8, "empty")]
-    crops = T.make_crops(fields, cfg)
+    crops = D.make_crops(fields, cfg)
     # 56 x 80 at size 32 / stride 24: rows {0, 24}, cols {0, 24, 48} -> 6 crops per field
     assert crops["image"].shape == (12, 32, 32, 3) and crops["image"].dtype == np.uint8
     assert crops["mask"].shape == (12, 32, 32, 1) and set(np.unique(crops["mask"])) == {0, 1}
@@ -79,19 +87,19 @@ def test_crops_layout_weights_and_oversampling():
     assert float(crops["weights"][6:].min()) == 1.5  # empty field: background class weight only
     # Only the middle column of crops (x 24..56) holds parts of both cells (x 12..28 and 52..68).
     np.testing.assert_array_equal(crops["hard"], [False, True, False, False, True, False] + [False] * 6)
-    sampled = T.oversample(crops, 2)
+    sampled = D.oversample(crops, 2)
     assert len(sampled["image"]) == 12 + 2 * 2 and "hard" not in sampled
     np.testing.assert_array_equal(sampled["image"][12:], crops["image"][[1, 4, 1, 4]])
 
 
 def test_split_fields_is_seeded_and_disjoint():
     fields = [_field((16, 16), [], fid=str(i)) for i in range(10)]
-    train, val = T.split_fields(fields, 0.3, seed=0)
+    train, val = D.split_fields(fields, 0.3, seed=0)
     assert len(train) == 7 and len(val) == 3
     assert {f.id for f in train}.isdisjoint({f.id for f in val})
-    assert [f.id for f in T.split_fields(fields, 0.3, seed=0)[1]] == [f.id for f in val]
+    assert [f.id for f in D.split_fields(fields, 0.3, seed=0)[1]] == [f.id for f in val]
     with pytest.raises(UserError, match="at least 2"):
-        T.split_fields(fields[:1], 0.3, seed=0)
+        D.split_fields(fields[:1], 0.3, seed=0)
 
 
 def test_sweep_and_evaluation_on_hand_built_heatmaps():
@@ -102,19 +110,22 @@ def test_sweep_and_evaluation_on_hand_built_heatmaps():
     rr, cc = disk((20, 100), 10, shape=heat.shape)
     heat[rr, cc] = 0.7  # a false positive above 0.6
     sizes = post.PostprocessSizes(hole_area=50, min_object=20, max_filter=9, footprint=13, min_marker=1)
-    fn = T.postprocessor(T.FULL, sizes)
-    result = T.sweep([heat], [field], fn, np.array([0.5, 0.65, 0.8]), 50.0)
+    fn = I.postprocessor(I.FULL, sizes)
+    result = E.f1_sweep([heat], [field], fn, np.array([0.5, 0.65, 0.8]), 50.0)
     # t=0.5: 2 TP + 1 FP -> F1 0.8; t=0.65: 1 TP, 1 FP, 1 FN -> 0.5; t=0.8: 1 TP, 1 FN -> 2/3
     np.testing.assert_allclose(result["f1"], [0.8, 0.5, 2 / 3])
-    metrics, per_field = T.evaluate_fields([heat], [field], fn, 0.5, 50.0)
+    np.testing.assert_array_equal(result["tp"], [2, 1, 1])
+    np.testing.assert_array_equal(result["thresholds"], [0.5, 0.65, 0.8])
+    metrics, per_field = E.evaluate_fields([heat], [field], fn, 0.5, 50.0)
     assert metrics["f1"] == pytest.approx(0.8) and metrics["f1_released"] == pytest.approx(0.8)
     assert metrics["precision"] == pytest.approx(2 / 3) and metrics["recall"] == 1.0
     assert metrics["mae"] == 1.0 and metrics["medae"] == 1.0 and metrics["mean_error"] == 1.0
     assert metrics["threshold"] == 0.5
     assert per_field[0][1].max() == 3
-    perfect, _ = T.evaluate_fields([(field.labels > 0).astype(np.float32)], [field], fn, 0.5, 50.0)
+    perfect, _ = E.evaluate_fields([(field.labels > 0).astype(np.float32)], [field], fn, 0.5, 50.0)
     assert perfect["f1"] == 1.0 and perfect["mae"] == 0.0 and perfect["mean_iou"] == 1.0
 
 
 def test_no_watershed_postprocessor_is_connected_components():
-    assert T.postprocessor(T.NO_WATERSHED, post.PostprocessSizes()) is post.connected_components
+    assert I.postprocessor(I.NO_WATERSHED, post.PostprocessSizes()) is post.connected_components
+    assert I.NETWORK[I.NO_WATERSHED] == I.FULL and TASK.models == I.MODELS and TASK.default_model == I.FULL
