@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from microrepro.common import config as config_lib
+from microrepro.common import thresholds
 from microrepro.common.data_sources import DataSource
 from microrepro.common.errors import UserError
 from microrepro.common.predict import Predictor, check_threshold, predict_images
@@ -94,7 +95,8 @@ class Task(abc.ABC):
             The written paths, ``counts.csv`` last.
         """
         model = self.check_model(model)
-        predictor = self.load_predictor(Path(run_dir), model)
+        with thresholds.override(threshold):  # a run without a stored threshold still predicts with the user's
+            predictor = self.load_predictor(Path(run_dir), model)
         if threshold is not None:
             predictor.threshold = check_threshold(threshold, predictor.score_range)
         return predict_images(predictor, images, Path(out_dir), plane=plane, resume=resume)

@@ -17,10 +17,12 @@ overrides it for one call without changing the file.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,8 @@ import numpy as np
 from microrepro.common.errors import UserError
 
 FILE = "thresholds.json"
+# A threshold the user gave for this call (predict --threshold): load() returns it instead of the stored one.
+_OVERRIDE: contextvars.ContextVar[float | None] = contextvars.ContextVar("threshold_override", default=None)
 
 
 @dataclass
@@ -138,8 +142,20 @@ def save(run_dir: Path, model: str, threshold: Threshold) -> Path:
     return file
 
 
+@contextlib.contextmanager
+def override(value: float | None) -> Iterator[None]:
+    """Within this block :func:`load` returns ``value`` (rule ``user``) when it is not None."""
+    token = _OVERRIDE.set(value)
+    try:
+        yield
+    finally:
+        _OVERRIDE.reset(token)
+
+
 def load(run_dir: Path, model: str) -> Threshold:
-    """``model``'s stored threshold, or a UserError saying how to get one."""
+    """``model``'s stored threshold (or the user's, under :func:`override`), or a UserError saying how to get one."""
+    if _OVERRIDE.get() is not None:
+        return Threshold(value=float(_OVERRIDE.get()), rule="user")
     stored = read_all(run_dir)
     if model not in stored:
         have = f" (it has: {', '.join(sorted(stored))})" if stored else ""

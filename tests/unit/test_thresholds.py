@@ -78,3 +78,12 @@ def test_median_seconds_skips_warmup():
     calls = []
     assert training.median_seconds(lambda: calls.append(1), repeats=3, warmup=2) >= 0
     assert len(calls) == 5
+
+
+def test_override_replaces_the_stored_threshold_only_inside_the_block(tmp_path):
+    thresholds.save(tmp_path, "a", thresholds.fixed(0.6))
+    with thresholds.override(0.3):
+        assert (thresholds.load(tmp_path, "a").value, thresholds.load(tmp_path, "missing").rule) == (0.3, "user")
+    with thresholds.override(None):
+        assert thresholds.load(tmp_path, "a").value == 0.6
+    assert thresholds.load(tmp_path, "a").value == 0.6
