@@ -22,10 +22,10 @@ help:
 	@echo "make test                               run the test suite (what CI runs)"
 	@echo "make results | bench | list | lint"
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -99,20 +99,21 @@ def cpu_name() -> str:
     return f"CPU {model}, {os.cpu_count()} cores"
 
 
+# Packages whose version can move a number: recorded in every run's provenance.
+VERSIONED = ("tensorflow", "keras", "keras-hub", "jax", "jaxlib", "numpy", "scipy", "scikit-image",
+             "opencv-contrib-python-headless", "PyWavelets")
+
+
 def versions() -> dict:
-    import keras
-    import numpy
+    """Python and the installed versions of the packages in VERSIONED (absent ones left out)."""
+    from importlib import metadata
 
-    out = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        out["tensorflow"] = tf.__version__
-    elif backend == "jax":
-        import jax
-
-        out["jax"] = jax.__version__
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
     return out
 
 
