@@ -16,16 +16,25 @@ Augmentation (Sec. IV-A): rotations by 90/180/270 degrees (on the fly, ``common.
 and Macenko-normalised copies of every training field next to the originals
 (``datasets/stain.py``).
 
+Fields (:func:`load_fields`): real-appearance 512x512 mosaics of AMi-Br crops
+(``datasets/amibr``), split by slide into training and ``real_mosaic`` test fields, and synthetic
+H&E fields of both scanner profiles (``datasets/synthetic/he_fields``) for the ``synthetic_test``
+split (and for training when no real data is found).
+
 Reference: MITOS-RCNN Sec. III-IV-A, Table I.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
+from microrepro.common.errors import UserError
+from microrepro.common.runs import DataInfo, checksum_files
 from microrepro.datasets.base import Sample
 
 MITOTIC, NOT_MITOTIC = 0, 1
@@ -149,7 +158,8 @@ def make_subsections(
         for _ in range(per_field):
             x0 = int(rng.integers(0, max(w - tile, 0) + 1))
             y0 = int(rng.integers(0, max(h - tile, 0) + 1))
-            inside = (points[:, 0] >= x0) & (points[:, 0] < x0 + tile) & (points[:, 1] >= y0) & (points[:, 1] < y0 + tile)
+            inside = ((points[:, 0] >= x0) & (points[:, 0] < x0 + tile)
+                      & (points[:, 1] >= y0) & (points[:, 1] < y0 + tile))
             local = (points[inside] - np.float32([x0, y0])) * factor
             boxes = boxes_around(local, side * factor, input_size, input_size)
             padded = -np.ones((max_boxes, 4), np.float32)
@@ -183,12 +193,8 @@ def macenko_copies(fields: list[Sample], reference: np.ndarray) -> tuple[list[Sa
         except (ValueError, np.linalg.LinAlgError, FloatingPointError):
             skipped += 1
             continue
-        copies.append(
-            Sample(
-                id=f"{field.id}_macenko", image_array=image, points=field.points, labels=field.labels,
-                pixel_size_um=field.pixel_size_um, meta={**field.meta, "macenko": True},
-            )  # fmt: skip
-        )
+        copies.append(Sample(id=f"{field.id}_macenko", image_array=image, points=field.points, labels=field.labels,
+                             pixel_size_um=field.pixel_size_um, meta={**field.meta, "macenko": True}))
     return copies, skipped
 
 
@@ -212,9 +218,140 @@ def training_dataset(subsections: Subsections, batch_size: int, seed: int, rotat
         example = dict(example)
         example["image"] = tf.cast(example["image"], tf.float32) / 255.0
         if rotations:
-            k = tf.random.stateless_uniform((), seed=tf.stack([tf.cast(seed, tf.int64), index]), minval=0, maxval=4, dtype=tf.int32)
+            element_seed = tf.stack([tf.cast(seed, tf.int64), index])
+            k = tf.random.stateless_uniform((), seed=element_seed, minval=0, maxval=4, dtype=tf.int32)
             example = augment.rot90(example, k)
         return example["image"], {"boxes": example["boxes"], "classes": example["labels"]}
 
     ds = tf.data.Dataset.zip((counter, ds)).map(prepare, num_parallel_calls=1)
     return ds.batch(batch_size, drop_remainder=True).prefetch(2)
+
+
+# ------------------------------------------------------------------------------------ fields
+@dataclass
+class Fields:
+    """The fields of one run.
+
+    Attributes:
+        train: training fields (Samples).
+        tune: training-slide fields on which the score threshold is chosen.
+        tests: ``{split: (fields, DataInfo)}``: ``synthetic_test`` always, ``real_mosaic`` with real data.
+        kind: "real" or "synthetic" (what the detectors were trained on).
+        note: a short description of the training fields.
+        timing_crops: the held-out AMi-Br crops a timing field is tiled from (real data only).
+    """
+
+    train: list
+    tune: list
+    tests: dict
+    kind: str
+    note: str
+    timing_crops: list
+
+
+def _synthetic_fields(n: int, d, size: tuple[int, int]) -> list[Sample]:
+    """``n`` synthetic training fields, half of each scanner profile."""
+    from microrepro.datasets.synthetic import he_fields
+
+    half = n // 2
+    aperio = he_fields.generate(half, d.synthetic_seed, he_fields.HEConfig(image_size=size, scanner="aperio"))
+    hamamatsu = he_fields.generate(n - half, d.synthetic_seed + 100,
+                                   he_fields.HEConfig(image_size=size, scanner="hamamatsu"))
+    return aperio + hamamatsu
+
+
+def load_fields(cfg, data, seed: int) -> Fields:
+    """Training, tuning and test fields with their DataInfo.
+
+    Args:
+        cfg: ``MitosRCNNConfig``.
+        data: ``DataSource`` (``path`` None = no real data: train on synthetic fields).
+        seed: slide split and mosaic seed.
+
+    Returns:
+        :class:`Fields`.
+
+    Raises:
+        UserError: too few AMi-Br crops for mosaics on both sides of the slide split.
+
+    Reference: MITOS-RCNN Sec. III (MITOS/AMIDA/ATYPIA HPFs of two scanners, Table I); our data
+        differs (README "Our data").
+    """
+    from microrepro.datasets.synthetic import he_fields
+
+    d = cfg.data
+    size = (d.synthetic_field_size, d.synthetic_field_size)
+    synth_test = []
+    for k, scanner in enumerate(("aperio", "hamamatsu")):
+        test_config = he_fields.HEConfig(image_size=size, scanner=scanner,
+                                         mitoses_per_mm2=d.synthetic_test_mitoses_per_mm2)
+        synth_test += he_fields.generate(d.synthetic_test_fields, d.synthetic_seed + 1 + k, test_config)
+    note = (f"{size[0]}x{size[1]} fields, {d.synthetic_test_mitoses_per_mm2:g} mitoses/mm2, "
+            f"seed {d.synthetic_seed}")
+    tests = {"synthetic_test": (synth_test, DataInfo("synthetic", "he_fields (aperio + hamamatsu)",
+                                                     len(synth_test), "", note))}
+    if data.path is None:
+        print("[mitos_rcnn] no real data found: training on SYNTHETIC H&E fields (datasets/synthetic/he_fields)")
+        train = _synthetic_fields(d.synthetic_train_fields, d, size)
+        return Fields(train, train[: d.tune_fields], tests, "synthetic", "synthetic he_fields", [])
+    from microrepro.datasets import amibr
+
+    crops = amibr.load(data.path)
+    train_crops, test_crops = amibr.slide_split(crops, d.test_fraction, seed)
+    grid = tuple(int(v) for v in d.mosaic_grid)
+    train = amibr.mosaics(train_crops, grid, seed)
+    test = amibr.mosaics(test_crops, grid, seed + 1)
+    if d.max_train_fields:
+        train = train[: d.max_train_fields]
+    if d.max_test_fields:
+        test = test[: d.max_test_fields]
+    if not train or not test:
+        raise UserError(f"{data.path}: too few AMi-Br crops for {grid[0]}x{grid[1]} mosaics on both sides of the "
+                        "slide split")
+    checksum = checksum_files([Path(c.image_path) for c in test_crops])
+    note = f"{grid[0]}x{grid[1]} mosaics of 128 px AMi-Br crops, held-out slides; mitoses only"
+    tests["real_mosaic"] = (test, DataInfo("real", "mitosis_amibr", len(test), checksum, note))
+    if d.train_on_synthetic_too:
+        train = train + _synthetic_fields(d.synthetic_train_fields, d, size)
+    tune = train[-d.tune_fields :] if d.tune_fields else train
+    return Fields(train, tune, tests, "real", "AMi-Br mosaics", list(test_crops))
+
+
+def training_subsections(cfg, fields: list[Sample], seed: int) -> tuple[Subsections, dict]:
+    """Training subsections of ``fields`` and of their Macenko copies (with ``data.macenko``).
+
+    Returns:
+        ``(Subsections, info)``; ``info`` counts fields, Macenko copies (and skipped fields),
+        subsections and boxed objects, for the run's provenance.
+
+    Reference: MITOS-RCNN Sec. IV-A.
+    """
+    d = cfg.data
+    used, info = list(fields), {"fields": len(fields)}
+    if d.macenko:
+        copies, skipped = macenko_copies(fields, fields[0].image)
+        used += copies
+        info.update(macenko_copies=len(copies), macenko_skipped=skipped)
+    subs = make_subsections(used, cfg.model.input_size, d.scale, d.box_um, d.tiles_per_field, seed)
+    info["subsections"] = len(subs)
+    info["objects"] = int((subs.classes >= 0).sum())
+    return subs, info
+
+
+def timing_field(height: int, width: int, crops: list) -> tuple[Sample, str]:
+    """A ``height`` x ``width`` field to time: an AMi-Br mosaic of ``crops`` when there are enough,
+    else a synthetic H&E field; returns ``(field, what)``.
+
+    Reference: MITOS-RCNN Sec. V-B.3 and Table I (an Aperio x40 frame is 1539 x 1376 px).
+    """
+    if crops:
+        from microrepro.datasets import amibr
+
+        rows, cols = math.ceil(height / amibr.CROP), math.ceil(width / amibr.CROP)
+        if rows * cols <= len(crops):
+            m = amibr.mosaic(crops, (rows, cols), seed=0)
+            m.image_array = np.ascontiguousarray(m.image_array[:height, :width])
+            return m, "mitosis_amibr mosaic"
+    from microrepro.datasets.synthetic import he_fields
+
+    return he_fields.generate(1, 7, he_fields.HEConfig(image_size=(height, width)))[0], "he_fields"

@@ -1,21 +1,32 @@
-"""Whole-field detection by subsections, the 8 um matching rule, F1 sweeps, Fig. 4's F1 values.
+"""Evaluation of the Table II detectors: 8 um matching, F1 sweeps, the operating threshold, size
+terciles, seconds per HPF, the figures, and Fig. 4's F1 values.
 
-Reference: MITOS-RCNN Sec. IV-A (subsections), Sec. V-A (F1, eq. 3-5; TP = detection centre
-within 8 um of a ground-truth centroid), Fig. 4 (confusion matrices), Sec. V-B.3 (s per HPF).
+A detection counts by its box centre (mitotic-figure class only); it is a true positive when
+within ``eval.match_um`` (8 um) of a ground-truth centroid, one-to-one (``common.matching``),
+counts summed over fields. The operating score threshold is the one of best F1 on training-slide
+fields (``data.tune_fields``), chosen and stored with ``common.thresholds`` (``thresholds.json``);
+``f1_oracle`` is the best F1 over the same grid on the test fields themselves.
+
+Reference: MITOS-RCNN Sec. V-A (F1, eq. 3-5; TP = detection centre within 8 um of a ground-truth
+centroid), Fig. 4 (confusion matrices), Sec. V-B.3 (seconds per HPF).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
+import json
 
 import numpy as np
 
-from microrepro.common import matching
-from microrepro.common.tiling import core_bounds, nms, tile_origins
-from microrepro.reproductions.mitos_rcnn.data import MITOTIC, cut_subsection, resize, subsection_px
+from microrepro.common import matching, thresholds
+from microrepro.common.errors import ConfigError
+from microrepro.common.metrics import detection_sweep
+from microrepro.common.runs import DataInfo
+from microrepro.reproductions.mitos_rcnn.detect import DEFAULT_PIXEL_SIZE_UM, FieldDetections
+
+FIG4_MODEL = "fig4_confusion"
 
 
+# --------------------------------------------------------------------------------- Fig. 4
 def confusion_f1(tp: int, fp: int, fn: int) -> float:
     """F1 = 2 TP / (2 TP + FP + FN) of a confusion matrix (eq. 3-5 combined).
 
@@ -25,6 +36,8 @@ def confusion_f1(tp: int, fp: int, fn: int) -> float:
 
     Raises:
         ValueError: negative counts, or all zero.
+
+    Reference: MITOS-RCNN Sec. V-A, eq. (3)-(5).
     """
     if min(tp, fp, fn) < 0:
         raise ValueError(f"confusion counts must be >= 0, got tp={tp}, fp={fp}, fn={fn}")
@@ -33,123 +46,82 @@ def confusion_f1(tp: int, fp: int, fn: int) -> float:
     return 2.0 * tp / (2.0 * tp + fp + fn)
 
 
-@dataclass
-class FieldDetections:
-    """Detections of one field in field px: ``boxes`` ``(N, 4)`` xyxy, ``scores`` ``(N,)``,
-    ``classes`` ``(N,)`` (0 mitotic, 1 not mitotic), highest score first."""
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    classes: np.ndarray
-
-    def mitoses(self, threshold: float = 0.0) -> np.ndarray:
-        """Centres ``(K, 2)`` [x, y] px of the mitotic-figure detections scoring >= threshold."""
-        keep = (self.classes == MITOTIC) & (self.scores >= threshold)
-        b = self.boxes[keep]
-        return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1) if len(b) else np.zeros((0, 2), np.float32)
-
-
-def detect_field(
-    model,
-    image: np.ndarray,
-    input_size: int,
-    scale: float,
-    overlap_px: int,
-    batch_size: int = 16,
-    nms_iou: float = 0.3,
-) -> FieldDetections:
-    """Detect in a whole field: overlapping subsections, resized, batched, merged back.
-
-    Subsections of ``round(input_size / scale)`` source px start every ``tile - overlap`` px
-    (``common.tiling.tile_origins``); each is resized to the network input and all of a field's
-    subsections run in batches. A detection is kept only by the subsection whose core
-    (``common.tiling.core_bounds``: overlaps split in their middle) holds its centre, then a
-    per-class NMS removes what is left of duplicates -- the rule of ``common.tiling.detect_tiled``,
-    batched here because one forward pass per subsection is several times slower on CPU.
-
-    Args:
-        model: FasterRCNN or MitosRCNN (``predict_on_batch`` -> boxes/scores/classes/num_detections).
-        image: ``(H, W, 3)`` uint8 field.
-        input_size: S of the model.
-        scale: input px per source px.
-        overlap_px: overlap of neighbouring subsections in source px.
-        batch_size: subsections per forward pass.
-        nms_iou: per-class NMS of the merged detections.
+def fig4_metrics(published: dict) -> dict:
+    """F1 of each Fig. 4 confusion matrix (counts read from published.yaml), keyed by position.
 
     Returns:
-        :class:`FieldDetections` in field px.
+        ``{"f1_top": ..., "f1_middle": ..., "f1_bottom": ...}`` (Fig. 4 from top to bottom).
+
+    Raises:
+        ConfigError: published.yaml lacks ``fig4_confusion`` or a matrix lacks tp/fp/fn.
+
+    Reference: MITOS-RCNN Fig. 4 and Table II.
     """
-    image = np.asarray(image)[..., :3]
-    height, width = image.shape[:2]
-    tile = subsection_px(input_size, scale)
-    overlap = int(min(max(overlap_px, 0), tile - 1))
-    full_h, full_w = max(height, tile), max(width, tile)
-    ys, xs = tile_origins(full_h, tile, overlap), tile_origins(full_w, tile, overlap)
-    cores_y, cores_x = core_bounds(ys, tile, full_h), core_bounds(xs, tile, full_w)
-    cells = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
-    factor = tile / float(input_size)
-    boxes_all, scores_all, classes_all = [], [], []
-    for start in range(0, len(cells), batch_size):
-        chunk = cells[start : start + batch_size]
-        batch = np.zeros((batch_size, input_size, input_size, 3), np.float32)
-        for k, (i, j) in enumerate(chunk):
-            batch[k] = resize(cut_subsection(image, xs[j], ys[i], tile), input_size) / np.float32(255.0)
-        # Always a full batch (zero padding): one traced shape, no retracing for the last chunk.
-        out = model.predict_on_batch(batch)
-        for k, (i, j) in enumerate(chunk):
-            n = int(np.asarray(out["num_detections"])[k])
-            boxes = np.asarray(out["boxes"])[k, :n] * factor + np.float32([xs[j], ys[i], xs[j], ys[i]])
-            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-            (y_lo, y_hi), (x_lo, x_hi) = cores_y[i], cores_x[j]
-            own = (cx >= x_lo) & (cx < min(x_hi, width)) & (cy >= y_lo) & (cy < min(y_hi, height))
-            boxes_all.append(boxes[own])
-            scores_all.append(np.asarray(out["scores"])[k, :n][own])
-            classes_all.append(np.asarray(out["classes"])[k, :n][own])
-    boxes = np.concatenate(boxes_all).astype(np.float32) if boxes_all else np.zeros((0, 4), np.float32)
-    scores = np.concatenate(scores_all).astype(np.float32) if scores_all else np.zeros((0,), np.float32)
-    classes = np.concatenate(classes_all).astype(np.int32) if classes_all else np.zeros((0,), np.int32)
-    boxes = np.clip(boxes, 0, np.float32([width, height, width, height]))
-    keep = []
-    for c in np.unique(classes):
-        idx = np.flatnonzero(classes == c)
-        keep.extend(idx[nms(boxes[idx], scores[idx], nms_iou)].tolist())
-    keep = np.asarray(sorted(keep, key=lambda k: -scores[k]), np.int64)
-    return FieldDetections(boxes[keep], scores[keep], classes[keep])
+    matrices = published.get("fig4_confusion")
+    if not matrices:
+        raise ConfigError("published.yaml: no 'fig4_confusion' list of confusion matrices")
+    out = {}
+    for matrix in matrices:
+        try:
+            out[f"f1_{matrix['position']}"] = confusion_f1(int(matrix["tp"]), int(matrix["fp"]), int(matrix["fn"]))
+        except KeyError as err:
+            raise ConfigError(f"published.yaml: a fig4_confusion entry lacks {err}: {matrix}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------- matching
+def _pixel_size(field) -> float:
+    return float(field.pixel_size_um or DEFAULT_PIXEL_SIZE_UM)
 
 
 def match_field(detections: FieldDetections, field, threshold: float, match_um: float = 8.0) -> matching.MatchResult:
-    """One-to-one match of mitosis detections (centres) to the field's centroids within ``match_um``."""
-    return matching.match_points(
-        detections.mitoses(threshold), np.asarray(field.points).reshape(-1, 2), match_um,
-        pixel_size_um=float(field.pixel_size_um or 0.25),
-    )  # fmt: skip
+    """One-to-one match of mitosis detections (centres) to the field's centroids within ``match_um``.
+
+    Reference: MITOS-RCNN Sec. V-A.
+    """
+    return matching.match_points(detections.mitoses(threshold), np.asarray(field.points).reshape(-1, 2), match_um,
+                                 pixel_size_um=_pixel_size(field))
 
 
-def aggregate_matches(detections: list[FieldDetections], fields: list, threshold: float, match_um: float = 8.0) -> matching.MatchResult:
+def aggregate_matches(detections: list[FieldDetections], fields: list, threshold: float,
+                      match_um: float = 8.0) -> matching.MatchResult:
     """Counts summed over fields (micro-average, as the challenges score) at one threshold."""
     return matching.aggregate(match_field(d, f, threshold, match_um) for d, f in zip(detections, fields))
 
 
-def f1_sweep(detections: list[FieldDetections], fields: list, thresholds, match_um: float = 8.0) -> dict:
-    """Micro-averaged precision / recall / F1 over fields at each score threshold.
+def f1_sweep(detections: list[FieldDetections], fields: list, grid, match_um: float = 8.0) -> dict:
+    """Micro-averaged precision / recall / F1 over fields at each score threshold of ``grid``.
+
+    ``common.metrics.detection_sweep`` with the 8 um point matcher at each field's pixel size.
 
     Returns:
-        ``{"threshold", "precision", "recall", "f1"}`` numpy arrays.
+        ``{"thresholds", "tp", "fp", "fn", "precision", "recall", "f1"}`` numpy arrays ``(T,)``.
+
+    Reference: MITOS-RCNN Sec. V-A.
     """
-    rows = []
-    for t in thresholds:
-        total = aggregate_matches(detections, fields, t, match_um)
-        rows.append((t, total.precision, total.recall, total.f1))
-    rows = np.asarray(rows, np.float64).reshape(-1, 4)
-    return {"threshold": rows[:, 0], "precision": rows[:, 1], "recall": rows[:, 2], "f1": rows[:, 3]}
+
+    def match(centres, truth):
+        points, pixel_size_um = truth
+        return matching.match_points(centres, points, match_um, pixel_size_um=pixel_size_um)
+
+    truths = [(np.asarray(f.points).reshape(-1, 2), _pixel_size(f)) for f in fields]
+    return detection_sweep(match, [d.mitoses() for d in detections], [d.mitotic_scores() for d in detections],
+                           truths, grid)
 
 
-def best_threshold(sweep: dict) -> float:
-    """The threshold of the highest F1 (the lowest such threshold on ties)."""
-    return float(sweep["threshold"][int(np.argmax(sweep["f1"]))])
+def choose_threshold(detections: list[FieldDetections], fields: list, grid, match_um: float = 8.0
+                     ) -> thresholds.Threshold:
+    """The score threshold of best F1 on ``fields`` (ties: the lowest), with its sweep.
+
+    The paper does not say how its operating point was chosen; ours is chosen on training-slide
+    fields (``data.tune_fields``), never on a reported split.
+    """
+    sweep = f1_sweep(detections, fields, grid, match_um)
+    return thresholds.choose(sweep, "f1", split="train", n_images=len(fields))
 
 
-def size_tercile_recall(detections: list[FieldDetections], fields: list, threshold: float, match_um: float = 8.0) -> dict:
+def size_tercile_recall(detections: list[FieldDetections], fields: list, threshold: float,
+                        match_um: float = 8.0) -> dict:
     """Recall on the smallest, middle and largest third of the figures (by sqrt of box area).
 
     Needs ``field.boxes`` aligned with ``field.points`` (the synthetic generator's mask boxes);
@@ -158,6 +130,8 @@ def size_tercile_recall(detections: list[FieldDetections], fields: list, thresho
     Returns:
         ``{"recall_small", "recall_medium", "recall_large", "size_small_um", "size_large_um"}``
         (the size cut points in um), or {} when no field has sizes.
+
+    Reference: MITOS-RCNN Sec. IV-B.1 (small-scale object detection, the reason for the cascade).
     """
     sizes, hits = [], []
     for d, f in zip(detections, fields):
@@ -165,25 +139,126 @@ def size_tercile_recall(detections: list[FieldDetections], fields: list, thresho
         if len(boxes) != len(np.asarray(f.points).reshape(-1, 2)) or not len(boxes):
             continue
         result = match_field(d, f, threshold, match_um)
-        side = np.sqrt(np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None)) * float(f.pixel_size_um or 0.25)
-        sizes.append(side)
+        areas = np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None)
+        sizes.append(np.sqrt(areas) * _pixel_size(f))
         hits.append(result.matched_gt)
     if not sizes:
         return {}
     sizes, hits = np.concatenate(sizes), np.concatenate(hits)
     low, high = np.quantile(sizes, [1 / 3, 2 / 3])
-    groups = {"recall_small": sizes <= low, "recall_medium": (sizes > low) & (sizes <= high), "recall_large": sizes > high}
+    groups = {"recall_small": sizes <= low, "recall_medium": (sizes > low) & (sizes <= high),
+              "recall_large": sizes > high}
     out = {name: float(hits[mask].mean()) if mask.any() else float("nan") for name, mask in groups.items()}
     out.update(size_small_um=float(low), size_large_um=float(high))
     return out
 
 
-def seconds_per_field(model, image: np.ndarray, input_size: int, scale: float, overlap_px: int, repeats: int = 1, batch_size: int = 16) -> float:
-    """Median wall seconds of :func:`detect_field` on ``image`` after a one-batch warm-up (tracing)."""
-    detect_field(model, image[: subsection_px(input_size, scale), : subsection_px(input_size, scale)], input_size, scale, overlap_px, batch_size)
-    times = []
-    for _ in range(max(1, int(repeats))):
-        start = time.perf_counter()
-        detect_field(model, image, input_size, scale, overlap_px, batch_size)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+# ---------------------------------------------------------------------------- run metrics
+def operating_threshold(run, key: str, model, cfg, tune: list, choose: bool) -> float:
+    """``key``'s operating threshold: chosen on the ``tune`` fields and stored in the run's
+    ``thresholds.json`` when ``choose`` or when none is stored yet, else the stored one.
+
+    Reference: MITOS-RCNN Sec. V-A (F1 is the paper's metric; the rule is ours, README).
+    """
+    from microrepro.reproductions.mitos_rcnn.detect import detect_fields
+
+    stored = None if choose else thresholds.read_all(run.run_dir).get(key)
+    if stored is None:
+        stored = choose_threshold(detect_fields(model, cfg, tune), tune, cfg.eval.thresholds, cfg.eval.match_um)
+        thresholds.save(run.run_dir, key, stored)
+        print(f"[mitos_rcnn] {key}: threshold {stored.value:g} ({stored.rule}, F1 {stored.metric_value:.3f} on "
+              f"{stored.n_images} training-slide fields)")
+    return stored.value
+
+
+def evaluate_model(run, key: str, model, cfg, tests: dict, threshold: float) -> dict:
+    """Metrics of ``model`` at ``threshold`` on every test split, recorded in ``run``; returns the sweeps.
+
+    Args:
+        run: the ``Run``.
+        key: the model's name.
+        model: the trained detector.
+        cfg: ``MitosRCNNConfig``.
+        tests: ``{split: (fields, DataInfo)}``.
+        threshold: the operating score threshold.
+
+    Returns:
+        ``{split: f1_sweep}`` on each test split (for ``f1_oracle`` and the figures).
+
+    Reference: MITOS-RCNN Sec. V-A and Table II.
+    """
+    from microrepro.reproductions.mitos_rcnn.detect import detect_fields
+
+    e = cfg.eval
+    sweeps = {}
+    for split, (test_fields, info) in tests.items():
+        detections = detect_fields(model, cfg, test_fields)
+        total = aggregate_matches(detections, test_fields, threshold, e.match_um)
+        values = {"precision": total.precision, "recall": total.recall, "f1": total.f1, "tp": total.tp,
+                  "fp": total.fp, "fn": total.fn, "threshold": threshold}
+        sweep = f1_sweep(detections, test_fields, e.thresholds, e.match_um)
+        values["f1_oracle"] = float(np.max(sweep["f1"]))  # best threshold chosen on the test fields themselves
+        values.update(size_tercile_recall(detections, test_fields, threshold, e.match_um))
+        run.add_metrics(key, split, values, info)
+        sweeps[split] = sweep
+        print(f"[mitos_rcnn] {key} on {split}: P {total.precision:.3f} R {total.recall:.3f} F1 {total.f1:.3f} "
+              f"(threshold {threshold})")
+        if split == "real_mosaic" or (split == "synthetic_test" and "real_mosaic" not in tests):
+            _overlays(run, key, detections, test_fields, threshold, cfg)
+    return sweeps
+
+
+def _overlays(run, key: str, detections, fields, threshold: float, cfg) -> None:
+    """Overlays of the first ``eval.n_figure_fields`` test fields (TP / FP / FN) and their montage."""
+    from microrepro.common.figures import draw_detections, montage
+    from microrepro.common.imageio import read_image
+
+    tiles, titles = [], []
+    for i in range(min(cfg.eval.n_figure_fields, len(fields))):
+        d, f = detections[i], fields[i]
+        result = match_field(d, f, threshold, cfg.eval.match_um)
+        path = run.run_dir / "overlays" / f"{key}_{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draw_detections(f.image, d.mitoses(threshold), f.points, path, result, title=f"{key}: {f.id}")
+        tiles.append(read_image(path))
+        titles.append(f"TP {result.tp} FP {result.fp} FN {result.fn}")
+    if tiles:
+        montage(tiles, titles, run.figure_path(f"{key}_detections"), ncols=min(4, len(tiles)))
+
+
+def time_hpf(run, key: str, model, cfg, kind: str, crops: list) -> None:
+    """Seconds per full HPF (``eval.timing_field``, Aperio 1376x1539 by default), tiled, on this machine.
+
+    Args:
+        kind: "real" or "synthetic" (the row's data kind).
+        crops: AMi-Br crops to tile the field from (real data), else a synthetic field is used.
+
+    Reference: MITOS-RCNN Sec. V-B.3.
+    """
+    from microrepro.common.runs import device_name
+    from microrepro.reproductions.mitos_rcnn.data import timing_field
+    from microrepro.reproductions.mitos_rcnn.detect import overlap_px, seconds_per_field
+
+    h, w = (int(v) for v in cfg.eval.timing_field)
+    field, what = timing_field(h, w, crops if kind == "real" else [])
+    overlap = overlap_px(cfg.data.tile_overlap_um, field.pixel_size_um)
+    seconds = seconds_per_field(model, field.image, cfg.model.input_size, cfg.data.scale, overlap,
+                                cfg.eval.timing_repeats)
+    info = DataInfo(kind, what, 1, "", f"{h}x{w} px field, {device_name()}")
+    run.add_metrics(key, "timing", {"s_per_hpf": seconds}, info)
+    print(f"[mitos_rcnn] {key}: {seconds:.2f} s per {h}x{w} field")
+
+
+def write_sweeps(run, sweeps: dict) -> None:
+    """F1 against the score threshold per test split (figure ``f1_vs_threshold_<split>``) and the
+    curves as ``f1_sweeps.json`` (``{model: {split: {metric: [...]}}}``; test splits only: the
+    curve each operating threshold was chosen on is in ``thresholds.json``)."""
+    from microrepro.common.figures import plot_curves
+
+    for split in next(iter(sweeps.values()), {}):
+        curves = {k: (s[split]["thresholds"], s[split]["f1"]) for k, s in sweeps.items()}
+        plot_curves(curves, "score threshold", "F1 (8 um rule)", f"F1 vs score threshold ({split})",
+                    run.figure_path(f"f1_vs_threshold_{split}"))
+    data = {key: {split: {metric: np.asarray(values).tolist() for metric, values in sweep.items()}
+                  for split, sweep in per_split.items()} for key, per_split in sweeps.items()}
+    (run.run_dir / "f1_sweeps.json").write_text(json.dumps(data, indent=1))

@@ -48,14 +48,15 @@ def make_fields(count: int = 6, seed: int = 0):
             if mitosis:
                 points.append((x, y))
         images[i] = np.clip(image, 0, 1)
-        fields.append(Sample(id=f"f{i}", image_array=(images[i] * 255).astype(np.uint8), points=points, pixel_size_um=1.0))
+        image_uint8 = (images[i] * 255).astype(np.uint8)
+        fields.append(Sample(id=f"f{i}", image_array=image_uint8, points=points, pixel_size_um=1.0))
     return images, boxes, classes, fields
 
 
 def test_mitos_rcnn_overfits_and_reaches_f1_floor():
     import keras
 
-    from microrepro.reproductions.mitos_rcnn import evaluation
+    from microrepro.reproductions.mitos_rcnn import detect, evaluation
     from microrepro.reproductions.mitos_rcnn.model import build_model
     from microrepro.reproductions.mitos_rcnn.task import TASK
 
@@ -71,9 +72,8 @@ def test_mitos_rcnn_overfits_and_reaches_f1_floor():
     start = time.time()
     history = model.fit(images, {"boxes": boxes, "classes": classes}, batch_size=3, epochs=45, verbose=0, shuffle=True)
     losses = history.history["loss"]
-    detections = [
-        evaluation.detect_field(model, f.image, cfg.input_size, 1.0, 0, batch_size=1, nms_iou=cfg.detection_nms_iou) for f in fields
-    ]
+    detections = [detect.detect_field(model, f.image, cfg.input_size, 1.0, 0, batch_size=1,
+                                      nms_iou=cfg.detection_nms_iou) for f in fields]
     sweep = evaluation.f1_sweep(detections, fields, [0.3, 0.5, 0.7], match_um=8.0)
     f1 = float(sweep["f1"].max())
     print(f"loss {losses[0]:.3f} -> {losses[-1]:.3f}, F1 {sweep['f1']}, {time.time() - start:.0f} s")

@@ -1,13 +1,15 @@
-"""MITOS-RCNN evaluation: field detection by subsections, 8 um matching, sweeps, size terciles."""
+"""MITOS-RCNN evaluation: field detection by subsections, 8 um matching, sweeps and the stored
+threshold, size terciles, images as users have them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from microrepro.common import thresholds
 from microrepro.datasets.base import Sample
-from microrepro.reproductions.mitos_rcnn import evaluation
-from microrepro.reproductions.mitos_rcnn.evaluation import FieldDetections
+from microrepro.reproductions.mitos_rcnn import detect, evaluation
+from microrepro.reproductions.mitos_rcnn.detect import FieldDetections
 
 
 class FakeModel:
@@ -37,7 +39,7 @@ def test_detect_field_merges_tiles_once_in_field_coordinates():
     image[70, 30] = 200  # one bright pixel at x=30, y=70
     model = FakeModel()
     # scale 1, input 40 -> 40 px subsections; overlap 10 -> origins 0, 30, 60 (3 x 3 tiles)
-    det = evaluation.detect_field(model, image, input_size=40, scale=1.0, overlap_px=10, batch_size=4)
+    det = detect.detect_field(model, image, input_size=40, scale=1.0, overlap_px=10, batch_size=4)
     assert [c[0] for c in model.calls] == [4, 4, 4]  # 9 tiles, padded to full batches
     assert len(det.boxes) == 1  # seen by several tiles, reported once (core rule + NMS)
     np.testing.assert_allclose(det.boxes[0], [25, 65, 35, 75])
@@ -48,7 +50,7 @@ def test_detect_field_merges_tiles_once_in_field_coordinates():
 def test_detect_field_rescales_boxes_from_input_to_source_pixels():
     image = np.zeros((80, 80, 3), np.uint8)
     image[38:42, 38:42] = 255
-    det = evaluation.detect_field(FakeModel(), image, input_size=40, scale=0.5, overlap_px=0, batch_size=2)
+    det = detect.detect_field(FakeModel(), image, input_size=40, scale=0.5, overlap_px=0, batch_size=2)
     # one 80 px subsection shrunk to 40 px: the 10 px input box is 20 px of the field
     assert len(det.boxes) == 1
     w, h = det.boxes[0, 2] - det.boxes[0, 0], det.boxes[0, 3] - det.boxes[0, 1]
@@ -69,19 +71,32 @@ def test_eight_micrometre_rule_uses_the_field_pixel_size():
 
 def test_not_mitotic_detections_and_low_scores_are_not_counted():
     field = Sample(id="f", image_array=np.zeros((10, 10, 3), np.uint8), points=[[50, 50]], pixel_size_um=0.25)
-    det = FieldDetections(np.float32([[45, 45, 55, 55], [45, 45, 55, 55], [0, 0, 10, 10]]), np.float32([0.9, 0.8, 0.3]), np.int32([1, 0, 0]))
+    boxes = np.float32([[45, 45, 55, 55], [45, 45, 55, 55], [0, 0, 10, 10]])
+    det = FieldDetections(boxes, np.float32([0.9, 0.8, 0.3]), np.int32([1, 0, 0]))
     result = evaluation.match_field(det, field, 0.5)
     assert (result.tp, result.fp, result.fn) == (1, 0, 0)
     result = evaluation.match_field(det, field, 0.2)
     assert (result.tp, result.fp, result.fn) == (1, 1, 0)
 
 
-def test_f1_sweep_and_best_threshold():
-    field = Sample(id="f", image_array=np.zeros((10, 10, 3), np.uint8), points=[[50, 50], [150, 150]], pixel_size_um=0.25)
-    det = FieldDetections(np.float32([[45, 45, 55, 55], [300, 300, 310, 310], [145, 145, 155, 155]]), np.float32([0.9, 0.6, 0.3]), np.int32([0, 0, 0]))
+def test_f1_sweep_and_the_stored_threshold(tmp_path):
+    points = [[50, 50], [150, 150]]
+    field = Sample(id="f", image_array=np.zeros((10, 10, 3), np.uint8), points=points, pixel_size_um=0.25)
+    boxes = np.float32([[45, 45, 55, 55], [300, 300, 310, 310], [145, 145, 155, 155], [140, 140, 160, 160]])
+    # the last box is a look-alike ("not mitotic figure"): never counted
+    det = FieldDetections(boxes, np.float32([0.9, 0.6, 0.3, 0.95]), np.int32([0, 0, 0, 1]))
     sweep = evaluation.f1_sweep([det], [field], [0.2, 0.5, 0.8])
     np.testing.assert_allclose(sweep["f1"], [2 * 2 / (4 + 1), 2 / (2 + 1 + 1), 2 / (2 + 1)])
-    assert evaluation.best_threshold(sweep) == 0.2
+    np.testing.assert_array_equal(sweep["tp"], [2, 1, 1])
+    np.testing.assert_array_equal(sweep["thresholds"], [0.2, 0.5, 0.8])
+    chosen = evaluation.choose_threshold([det], [field], [0.2, 0.5, 0.8])
+    assert (chosen.value, chosen.rule, chosen.n_images) == (0.2, "max_f1_train", 1)
+    assert chosen.metric_value == pytest.approx(0.8) and chosen.curve["f1"] == pytest.approx(sweep["f1"].tolist())
+    # ties go to the lowest threshold: 0.8 and 0.7 keep the same single TP (0.5 adds an FP)
+    tie = FieldDetections(boxes[:2], np.float32([0.9, 0.6]), np.int32([0, 0]))
+    assert evaluation.choose_threshold([tie], [field], [0.8, 0.7, 0.5]).value == 0.7
+    thresholds.save(tmp_path, "mitos_rcnn", chosen)
+    assert thresholds.load(tmp_path, "mitos_rcnn").value == 0.2
 
 
 def test_size_tercile_recall():
@@ -91,9 +106,39 @@ def test_size_tercile_recall():
     field = Sample(id="f", image_array=np.zeros((10, 10, 3), np.uint8), points=points, boxes=boxes, pixel_size_um=0.25)
     # detections on the 3rd, 4th, 5th and 6th figures only
     found = points[2:]
-    det = FieldDetections(np.concatenate([found - 5, found + 5], axis=1), np.full(4, 0.9, np.float32), np.zeros(4, np.int32))
+    found_boxes = np.concatenate([found - 5, found + 5], axis=1)
+    det = FieldDetections(found_boxes, np.full(4, 0.9, np.float32), np.zeros(4, np.int32))
     out = evaluation.size_tercile_recall([det], [field], 0.5)
     assert out["recall_small"] == 0.0 and out["recall_medium"] == 1.0 and out["recall_large"] == 1.0
     assert out["size_small_um"] == pytest.approx(np.quantile(sides * 0.25, 1 / 3))
     no_sizes = Sample(id="g", image_array=np.zeros((10, 10, 3), np.uint8), points=points, pixel_size_um=0.25)
     assert evaluation.size_tercile_recall([det], [no_sizes], 0.5) == {}
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((6, 5), 128, np.uint8),  # grey
+        np.full((6, 5, 1), 128, np.uint8),  # grey with a channel axis
+        np.full((6, 5, 3), 128, np.uint8),  # RGB
+        np.dstack([np.full((6, 5, 3), 128, np.uint8), np.zeros((6, 5), np.uint8)]),  # RGBA (alpha dropped)
+        np.full((6, 5, 3), 128 * 257, np.uint16),  # 16 bit
+        np.full((6, 5), 128 / 255, np.float32),  # float in [0, 1]
+    ],
+    ids=["grey", "grey1", "rgb", "rgba", "uint16", "float"],
+)
+def test_images_as_users_have_them_become_rgb_uint8(image):
+    out = detect.as_rgb_uint8(image)
+    assert out.dtype == np.uint8 and out.shape == (6, 5, 3)
+    assert np.all(out == 128)
+
+
+def test_float_images_are_clipped_to_the_unit_range():
+    out = detect.as_rgb_uint8(np.float32([[-0.5, 2.0]]))
+    np.testing.assert_array_equal(out[0], [[0, 0, 0], [255, 255, 255]])
+
+
+def test_overlap_px_uses_the_field_pixel_size():
+    assert detect.overlap_px(12.0, 0.25) == 48
+    assert detect.overlap_px(12.0, None) == 48  # no pixel size: 0.25 um/px
+    assert detect.overlap_px(12.0, 0.2273) == 53

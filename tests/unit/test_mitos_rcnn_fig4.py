@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from microrepro.common.errors import ConfigError
-from microrepro.reproductions.mitos_rcnn.evaluation import confusion_f1
-from microrepro.reproductions.mitos_rcnn.task import TASK, fig4_metrics
+from microrepro.reproductions.mitos_rcnn.evaluation import confusion_f1, fig4_metrics
+from microrepro.reproductions.mitos_rcnn.task import TASK
 
 
 def test_confusion_f1_exact():

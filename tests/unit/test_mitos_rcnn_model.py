@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from microrepro.common.errors import ConfigError
+from microrepro.reproductions.mitos_rcnn import backbone as backbone_lib
 from microrepro.reproductions.mitos_rcnn import model as model_lib
 from microrepro.reproductions.mitos_rcnn.config import MitosRCNNConfig
 
@@ -32,12 +33,13 @@ def test_rpn_box_loss_weight_eq2():
 
 
 def test_vgg16_layer_names_and_strides():
-    vgg = model_lib.build_vgg16(64, width_multiplier=0.125, blocks=5)
+    vgg = backbone_lib.build_vgg16(64, width_multiplier=0.125, blocks=5)
     names = [layer.name for layer in vgg.layers if "conv" in layer.name]
     assert names == [f"block{b}_conv{c}" for b, n in enumerate((2, 2, 3, 3, 3), 1) for c in range(1, n + 1)]
     out = vgg(np.zeros((1, 64, 64, 3), np.float32))
-    assert {k: tuple(v.shape) for k, v in out.items()} == {"conv3": (1, 16, 16, 32), "conv4": (1, 8, 8, 64), "conv5": (1, 4, 4, 64)}
-    four = model_lib.build_vgg16(299, width_multiplier=0.125, blocks=4)
+    shapes = {k: tuple(v.shape) for k, v in out.items()}
+    assert shapes == {"conv3": (1, 16, 16, 32), "conv4": (1, 8, 8, 64), "conv5": (1, 4, 4, 64)}
+    four = backbone_lib.build_vgg16(299, width_multiplier=0.125, blocks=4)
     assert "conv5" not in four.output and not any("block5" in layer.name for layer in four.layers)
     shapes = {k: tuple(v.shape) for k, v in four(np.zeros((1, 299, 299, 3), np.float32)).items()}
     assert shapes == {"conv3": (1, 74, 74, 32), "conv4": (1, 37, 37, 64)}  # 299 -> 149 -> 74 -> 37
@@ -45,43 +47,44 @@ def test_vgg16_layer_names_and_strides():
 
 def test_vgg16_pretrained_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match="width_multiplier=1.0"):
-        model_lib.build_vgg16(64, width_multiplier=0.5, pretrained="imagenet")
+        backbone_lib.build_vgg16(64, width_multiplier=0.5, pretrained="imagenet")
     with pytest.raises(ConfigError, match="not a file"):
-        model_lib.build_vgg16(64, pretrained=str(tmp_path / "missing.h5"))
+        backbone_lib.build_vgg16(64, pretrained=str(tmp_path / "missing.h5"))
     with pytest.raises(ConfigError, match="blocks"):
-        model_lib.build_vgg16(64, blocks=3)
+        backbone_lib.build_vgg16(64, blocks=3)
 
 
 def test_caffe_preprocess_exact():
-    out = model_lib.CaffePreprocess()(np.float32([[[[1.0, 0.0, 0.5]]]]))
+    out = backbone_lib.CaffePreprocess()(np.float32([[[[1.0, 0.0, 0.5]]]]))
     np.testing.assert_allclose(np.asarray(out)[0, 0, 0], [127.5 - 103.939, 0 - 116.779, 255 - 123.68], rtol=1e-6)
 
 
 def test_l2_normalization_learnable_and_plain():
     x = np.float32([[[[3.0, 4.0]]]])
-    np.testing.assert_allclose(np.asarray(model_lib.L2Normalization(True, 10.0)(x)), [[[[6.0, 8.0]]]], rtol=1e-6)
-    layer = model_lib.L2Normalization(False, 2.0)
+    np.testing.assert_allclose(np.asarray(backbone_lib.L2Normalization(True, 10.0)(x)), [[[[6.0, 8.0]]]], rtol=1e-6)
+    layer = backbone_lib.L2Normalization(False, 2.0)
     np.testing.assert_allclose(np.asarray(layer(x)), [[[[1.2, 1.6]]]], rtol=1e-6)
     assert not layer.trainable_weights
-    learnable = model_lib.L2Normalization(True, 10.0)
+    learnable = backbone_lib.L2Normalization(True, 10.0)
     learnable(x)
     assert [tuple(w.shape) for w in learnable.trainable_weights] == [(2,)]
 
 
 def test_conv34_fusion_shapes_even_and_odd():
-    fusion = model_lib.Conv34Fusion(conv4_channels=6, out_channels=5)
+    fusion = backbone_lib.Conv34Fusion(conv4_channels=6, out_channels=5)
     out = fusion(np.ones((2, 10, 10, 4), np.float32), np.ones((2, 5, 5, 6), np.float32))
     assert tuple(out.shape) == (2, 10, 10, 5)
-    odd = model_lib.Conv34Fusion(conv4_channels=6, out_channels=5)
+    odd = backbone_lib.Conv34Fusion(conv4_channels=6, out_channels=5)
     assert tuple(odd(np.ones((1, 11, 11, 4), np.float32), np.ones((1, 5, 5, 6), np.float32)).shape) == (1, 11, 11, 5)
     with pytest.raises(ConfigError, match="l2_norm"):
-        model_lib.Conv34Fusion(4, l2_norm="other")
+        backbone_lib.Conv34Fusion(4, l2_norm="other")
 
 
 def test_build_model_three_variants_and_output_shapes():
     cfg = tiny_model_config()
     images = np.random.default_rng(0).random((2, 64, 64, 3)).astype(np.float32)
-    for key, kind in (("faster_rcnn_conv5", "FasterRCNN"), ("faster_rcnn_conv4", "FasterRCNN"), ("mitos_rcnn", "MitosRCNN")):
+    kinds = {"faster_rcnn_conv5": "FasterRCNN", "faster_rcnn_conv4": "FasterRCNN", "mitos_rcnn": "MitosRCNN"}
+    for key, kind in kinds.items():
         model = model_lib.build_model(key, cfg, seed=0)
         assert type(model).__name__ == kind
         out = model(images, training=False)
@@ -97,7 +100,8 @@ def test_mitos_rcnn_cascade_anchor_grids_and_loss_terms():
     assert model.anchors1.shape == (8 * 8 * 9, 4)  # conv4_3, stride 8, 3 sizes x 3 ratios
     assert model.anchors2.shape == (16 * 16, 4)  # conv3+4, stride 4, one 64 px square
     np.testing.assert_allclose(model.anchors2[0], [2 - 32, 2 - 32, 2 + 32, 2 + 32])
-    assert model.rpn1_box_weight == pytest.approx(10 * 16 / 64) and model.rpn2_box_weight == pytest.approx(10 * 16 / 256)
+    assert model.rpn1_box_weight == pytest.approx(10 * 16 / 64)
+    assert model.rpn2_box_weight == pytest.approx(10 * 16 / 256)
     images = np.random.default_rng(1).random((2, 64, 64, 3)).astype(np.float32)
     boxes = np.float32([[[10, 10, 30, 30], [-1, -1, -1, -1]], [[30, 20, 50, 40], [5, 5, 25, 25]]])
     classes = np.int32([[0, -1], [0, 1]])
@@ -120,13 +124,16 @@ def test_init_hidden_layers_normal_he_and_error():
 
 
 def test_make_optimizer_paper_sgd_and_errors():
-    from microrepro.reproductions.mitos_rcnn.task import make_optimizer
+    from microrepro.reproductions.mitos_rcnn.train import make_optimizer
 
     train = MitosRCNNConfig().train
     sgd = make_optimizer(train)
     assert isinstance(sgd, keras.optimizers.SGD)
     assert float(sgd.momentum) == 0.9 and float(sgd.weight_decay) == pytest.approx(5e-4)
     assert float(np.asarray(sgd.learning_rate)) == pytest.approx(1e-3)
+    train.optimizer, train.clipnorm = "adam", 10.0  # the CPU schedules
+    adam = make_optimizer(train)
+    assert isinstance(adam, keras.optimizers.Adam) and adam.clipnorm == 10.0
     train.optimizer = "rmsprop"
     with pytest.raises(ConfigError, match="optimizer"):
         make_optimizer(train)
