@@ -1,6 +1,6 @@
 """One predict loop for every paper: a paper supplies "one image -> objects", this module does the rest.
 
-A paper's task implements ``load_predictor(run_dir, model, threshold)`` and returns a
+A paper's task implements ``load_predictor(run_dir, model)`` and returns a
 :class:`Predictor`; :func:`predict_images` reads each image, checks it, runs the predictor and
 writes the same files for every paper:
 
