@@ -1,8 +1,8 @@
 """Benchmark cases of the dwt_mitosis reproduction for ``microrepro bench`` (``common/bench.py``).
 
-The two phase-1 segmentation networks of Table 2, built by ``task.build_seg_model`` and compiled
-as ``task.train_seg`` does (Adam with the 1e-3 -> 1e-6 decay, pixel softmax cross-entropy of
-eq. (1)-(2)):
+The two phase-1 segmentation networks of Table 2, built by ``segmentation.build_seg_model`` and
+compiled as ``segmentation.train_seg`` does (``segmentation.compile_seg_model``: Adam with the
+1e-3 -> 1e-6 decay, pixel softmax cross-entropy of eq. (1)-(2)):
 
 - ``dwt_unet``: the Haar-DWT/IWT U-shaped network of Fig. 2 (Sec. 3.1);
 - ``unet``: the plain U-Net of the ablation (Sec. 4.5), same widths.
@@ -13,9 +13,9 @@ At the paper's widths (160/256/256, 4 convs per block) one 512 px image costs ~2
 so on a CPU the case runs at :data:`CPU_INPUT` px and batch :data:`CPU_BATCH` (the note says
 so); with an accelerator it runs at the configured size and batch.
 
-The pipeline row is the task's own ``seg_datasets`` (flips, 90° turns, random crop to the case's
+The pipeline row is the task's own ``data.seg_datasets`` (flips, 90° turns, random crop to the case's
 input size) on a few synthetic H&E fields. The full field is one 2000x2000 TUPAC16 HPF
-(:data:`HPF`), segmented as the task does it (``task.predict_prob``: overlapping
+(:data:`HPF`), segmented as the task does it (``segmentation.predict_prob``: overlapping
 ``seg.predict_tile`` tiles, linear blending). At the paper's widths that is ~20 TFLOP, minutes
 on a 2-core CPU, so on a CPU the paper-width rows have no field and a third case,
 ``dwt_unet_short``, times the narrow network the short schedule actually trains (widths of
@@ -23,8 +23,6 @@ on a 2-core CPU, so on a CPU the paper-width rows have no field and a third case
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -50,8 +48,10 @@ def benchmarks(config) -> list[BenchCase]:
     if full_field:
         note += f"field = one {HPF[0]}x{HPF[1]} HPF in {cfg.seg.predict_tile} px tiles; no published timing"
     else:
-        note += "no full field at the paper's widths on a CPU (~20 TFLOP per HPF: see dwt_unet_short); no published timing"
-    cases = [_case(cfg, kind, name, size, batch, note, full_field) for kind, name in (("dwt", "dwt_unet"), ("unet", "unet"))]
+        note += ("no full field at the paper's widths on a CPU (~20 TFLOP per HPF: see dwt_unet_short); "
+                 "no published timing")
+    cases = [_case(cfg, kind, name, size, batch, note, full_field)
+             for kind, name in (("dwt", "dwt_unet"), ("unet", "unet"))]
     if not full_field:
         short = get_task(PAPER).load_config("paper", "short")
         narrow, size, batch, _ = _sized(config_lib.merge(config, {"seg": {"widths": tuple(short.seg.widths)}}, "bench"))
@@ -82,22 +82,11 @@ def _sized(config) -> tuple:
 
 
 def _case(cfg, kind: str, name: str, size: int, batch: int, note: str, full_field: bool) -> BenchCase:
-    from microrepro.reproductions.dwt_mitosis import task as task_lib
-
-    t = cfg.seg_train
+    from microrepro.reproductions.dwt_mitosis import data, segmentation
 
     def build():
-        import keras
-
-        from microrepro.reproductions.dwt_mitosis import rcnn
-        from microrepro.reproductions.dwt_mitosis.model import segmentation_loss
-
-        model = task_lib.build_seg_model(cfg, kind)
-        steps = t.steps_per_epoch or max(1, math.ceil(cfg.synthetic.seg_train_fields / t.batch_size))
-        # as task.train_seg
-        model.compile(optimizer=keras.optimizers.Adam(rcnn.lr_decay(t.lr, t.final_lr, t.epochs * steps)),
-                      loss=segmentation_loss(t.positive_weight), jit_compile=False)
-        return model
+        model = segmentation.build_seg_model(cfg, kind)
+        return segmentation.compile_seg_model(model, cfg, cfg.synthetic.seg_train_fields)[0]  # as train_seg
 
     def make_batch(n: int):
         rng = np.random.default_rng(0)
@@ -108,14 +97,14 @@ def _case(cfg, kind: str, name: str, size: int, batch: int, note: str, full_fiel
     def pipeline():
         key = (cfg.synthetic.field_size, cfg.synthetic.seed)
         if key not in _FIELDS:
-            _FIELDS[key] = task_lib.synthetic_set("bench", PIPELINE_FIELDS, cfg.synthetic.seed, cfg)
+            _FIELDS[key] = data.synthetic_set("bench", PIPELINE_FIELDS, cfg.synthetic.seed, cfg)
         fields = _FIELDS[key]
-        train, _ = task_lib.seg_datasets(fields, fields, cfg, seed=0)
+        train, _ = data.seg_datasets(fields, fields, cfg, seed=0)
         return train
 
     def field_predict(model, image):
         # predict_prob reads uint8 RGB fields as the task loads them; the bench hands [0, 1] floats.
-        return task_lib.predict_prob(model, [np.round(image * 255).astype(np.uint8)], cfg)
+        return segmentation.predict_prob(model, [np.round(image * 255).astype(np.uint8)], cfg)
 
     return BenchCase(
         paper=PAPER, name=name, build=build, input_shape=(size, size, 3), batch=batch, make_batch=make_batch,

@@ -1,4 +1,4 @@
-"""Phase-1 segmentation networks of the dwt_mitosis paper (keras / keras.ops only).
+"""Networks of the dwt_mitosis paper, their loss and learning-rate schedule (keras / keras.ops only).
 
 * :func:`build_dwt_unet`: the U-shaped network of Fig. 2 — CNN blocks of ``convs_per_block`` ×
   (3×3 conv → BN → ReLU) without pooling; down-sampling by the Haar DWT (4 sub-bands stacked
@@ -9,6 +9,9 @@
 Both map ``(B, H, W, C)`` float32 images in [0, 1] to ``(B, H, W, num_classes)`` logits; the loss
 is the pixel-wise softmax cross-entropy of eq. (1)–(2) (:func:`segmentation_loss`), class 1 =
 mitosis.
+
+* :func:`build_feature_cnn`: phase 2's region CNN (R-CNN's feature network, trained here);
+* :func:`lr_decay` / :func:`adam`: the optimiser of every network (Sec. 4.3).
 
 Reference: dwt_mitosis Sec. 3.1, Fig. 2, eq. (1)–(2); Liu et al. 2018 (MWCNN);
 Ronneberger et al. 2015 (U-Net).
@@ -242,3 +245,26 @@ def build_feature_cnn(
 def feature_extractor(classifier: keras.Model) -> keras.Model:
     """The penultimate (``features``) layer of :func:`build_feature_cnn` as its own model."""
     return keras.Model(classifier.input, classifier.get_layer("features").output, name="feature_extractor")
+
+
+def lr_decay(lr: float, final_lr: float, total_steps: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Exponential decay from ``lr`` to ``final_lr`` over ``total_steps`` optimisation steps.
+
+    The shape of the decay is ours (the paper gives only its ends); every network of both phases
+    uses it through :func:`adam`.
+
+    Reference: dwt_mitosis Sec. 4.3 ("initialized as 10^-3 ... decreased to 10^-6").
+    """
+    if lr <= 0 or final_lr <= 0:
+        raise ValueError(f"learning rates must be > 0, got {lr} and {final_lr}")
+    return keras.optimizers.schedules.ExponentialDecay(lr, max(1, int(total_steps)), final_lr / lr)
+
+
+def adam(lr: float, final_lr: float, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam with the :func:`lr_decay` schedule (``common.training.make_optimizer``).
+
+    Reference: dwt_mitosis Sec. 4.3 ("Adam optimizer").
+    """
+    from microrepro.common.training import make_optimizer
+
+    return make_optimizer("adam", lr_decay(lr, final_lr, total_steps))

@@ -12,9 +12,9 @@ x4 = (odd row, odd col), each divided by 2::
 which is the orthonormal Haar transform. Channels are band-major: ``[LL(C), HL(C), LH(C), HH(C)]``.
 Relation to PyWavelets ``cA, (cH, cV, cD) = pywt.dwt2(x, "haar")`` (tested):
 ``LL = cA, HL = -cV, LH = -cH, HH = cD``. (MWCNN's MATLAB code swaps the two detail bands; we follow
-the PyTorch order because the dwt_mitosis authors released PyTorch.)
+the PyTorch order because the dwt_mitosis authors used PyTorch, Sec. 4.3.)
 
-Reference: dwt_mitosis paper Sec. 3.1 and Fig. 2; REPRODUCTIONS.md §5.
+Reference: dwt_mitosis Sec. 3.1 and Fig. 2; Liu et al. 2018 (MWCNN).
 """
 
 from __future__ import annotations

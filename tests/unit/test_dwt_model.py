@@ -109,19 +109,20 @@ def test_predict_prob_tiles_a_field_larger_than_the_tile():
     """A field over ``seg.predict_tile`` is segmented in overlapping tiles; away from the tile seams
     the stitched probabilities equal a one-pass prediction (a small net: receptive field < margin)."""
     from microrepro.common import config as config_lib
-    from microrepro.reproductions.dwt_mitosis import task as task_lib
+    from microrepro.reproductions.dwt_mitosis import segmentation
     from microrepro.reproductions.dwt_mitosis.config import DwtMitosisConfig
 
     keras.utils.set_random_seed(0)
     cfg = config_lib.merge(DwtMitosisConfig(), {"seg": {"widths": (4, 4), "convs_per_block": 1}}, "test")
-    model = task_lib.build_seg_model(cfg, "dwt")
+    model = segmentation.build_seg_model(cfg, "dwt")
     field = (np.random.default_rng(0).random((96, 80, 3)) * 255).astype(np.uint8)
     whole = config_lib.merge(cfg, {"seg": {"predict_tile": 96}}, "test")
     tiled = config_lib.merge(cfg, {"seg": {"predict_tile": 48, "predict_overlap": 32}}, "test")
-    (p_whole,), (p_tiled,) = task_lib.predict_prob(model, [field], whole), task_lib.predict_prob(model, [field], tiled)
+    (p_whole,) = segmentation.predict_prob(model, [field], whole)
+    (p_tiled,) = segmentation.predict_prob(model, [field], tiled)
     assert p_tiled.shape == p_whole.shape == (96, 80) and p_tiled.dtype == np.float32
     np.testing.assert_allclose(p_tiled, p_whole, atol=1e-4)
     from microrepro.common.errors import UserError
 
     with pytest.raises(UserError, match="multiple of 2"):
-        task_lib.predict_prob(model, [field], config_lib.merge(cfg, {"seg": {"predict_tile": 47}}, "test"))
+        segmentation.predict_prob(model, [field], config_lib.merge(cfg, {"seg": {"predict_tile": 47}}, "test"))

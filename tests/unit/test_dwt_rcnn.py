@@ -1,4 +1,4 @@
-"""dwt_mitosis phase 2 (R-CNN): proposals, warping, box regression, sampling, scoring, matching."""
+"""dwt_mitosis phase 2 (R-CNN): proposals, warping, box regression, sampling, scoring, matching, thresholds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from microrepro.common.runs import DataInfo
+from microrepro.reproductions.dwt_mitosis import proposals as P
 from microrepro.reproductions.dwt_mitosis import rcnn
 
 
@@ -24,10 +25,10 @@ def test_filter_proposals_size_aspect_duplicates_cap():
         ],
         np.float32,
     )
-    out = rcnn.filter_proposals(boxes, 8, 40, 4.0, max_proposals=2)
+    out = P.filter_proposals(boxes, 8, 40, 4.0, max_proposals=2)
     np.testing.assert_array_equal(out, [[0, 0, 10, 10], [5, 5, 25, 15]])
     with pytest.raises(ValueError, match="exceeds"):
-        rcnn.filter_proposals(boxes, 50, 40)
+        P.filter_proposals(boxes, 50, 40)
 
 
 def test_selective_search_returns_valid_boxes_inside_the_image():
@@ -35,52 +36,52 @@ def test_selective_search_returns_valid_boxes_inside_the_image():
     image = np.full((64, 80, 3), 230, np.uint8)
     image[20:40, 30:50] = (60, 20, 120)  # one dark blob
     image = np.clip(image + rng.integers(0, 10, image.shape), 0, 255).astype(np.uint8)
-    boxes = rcnn.selective_search(image, "fast", 50)
+    boxes = P.selective_search(image, "fast", 50)
     assert 0 < len(boxes) <= 50
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
     assert boxes[:, [0, 1]].min() >= 0 and boxes[:, 2].max() <= 80 and boxes[:, 3].max() <= 64
     # the blob is proposed (up to a pixel)
     assert np.abs(boxes - np.array([30, 20, 50, 40])).max(axis=1).min() <= 1
     with pytest.raises(ValueError, match="uint8"):
-        rcnn.selective_search(image.astype(np.float32))
+        P.selective_search(image.astype(np.float32))
     with pytest.raises(ValueError, match="mode"):
-        rcnn.selective_search(image, "slow")
+        P.selective_search(image, "slow")
 
 
 def test_regression_targets_exact_and_inverse():
     proposals = np.array([[0, 0, 10, 20]], np.float32)  # centre (5, 10), 10 x 20
     gt = np.array([[2, 4, 22, 24]], np.float32)  # centre (12, 14), 20 x 20
-    t = rcnn.regression_targets(proposals, gt)
+    t = P.regression_targets(proposals, gt)
     np.testing.assert_allclose(t, [[0.7, 0.2, math.log(2.0), 0.0]], rtol=1e-12)
-    np.testing.assert_allclose(rcnn.apply_regression(proposals, t), gt, atol=1e-5)
+    np.testing.assert_allclose(P.apply_regression(proposals, t), gt, atol=1e-5)
 
 
 def test_context_boxes_r_cnn_padding():
     # warped to 20 px with 5 px context each side: the box spans the middle 10 px -> grown x2
-    out = rcnn.context_boxes(np.array([[10, 10, 20, 30]], np.float32), 20, 5)
+    out = P.context_boxes(np.array([[10, 10, 20, 30]], np.float32), 20, 5)
     np.testing.assert_allclose(out, [[5, 0, 25, 40]])
     with pytest.raises(ValueError, match="warp_padding"):
-        rcnn.context_boxes(np.zeros((1, 4), np.float32), 8, 4)
+        P.context_boxes(np.zeros((1, 4), np.float32), 8, 4)
 
 
 def test_warp_regions_samples_the_box():
     # column value = 10 * x: a box [10, 0, 20, 10) warped to 10 px keeps columns 10..19 exactly
     image = np.repeat((np.arange(32, dtype=np.uint8) * 5)[None, :, None], 32, axis=0).repeat(3, axis=2)
-    warped = rcnn.warp_regions(image, np.array([[10, 0, 20, 10]], np.float32), 10, padding=0)
+    warped = P.warp_regions(image, np.array([[10, 0, 20, 10]], np.float32), 10, padding=0)
     assert warped.shape == (1, 10, 10, 3) and warped.dtype == np.uint8
     np.testing.assert_array_equal(warped[0, 3, :, 0], np.arange(10, 20) * 5)
     # outside the image: filled with the image mean
-    outside = rcnn.warp_regions(image, np.array([[100, 100, 110, 110]], np.float32), 4)
+    outside = P.warp_regions(image, np.array([[100, 100, 110, 110]], np.float32), 4)
     assert np.all(outside == int(round(image[..., 0].mean())))
 
 
 def test_overlaps():
     props = np.array([[0, 0, 10, 10], [0, 0, 5, 10], [30, 30, 40, 40]], np.float32)
     gt = np.array([[0, 0, 10, 10], [28, 30, 40, 40]], np.float32)
-    iou, index = rcnn.overlaps(props, gt)
+    iou, index = P.overlaps(props, gt)
     np.testing.assert_allclose(iou, [1.0, 0.5, 100 / 120])
     np.testing.assert_array_equal(index, [0, 0, 1])
-    iou, index = rcnn.overlaps(props, np.zeros((0, 4)))
+    iou, index = P.overlaps(props, np.zeros((0, 4)))
     np.testing.assert_array_equal(index, [-1, -1, -1])
 
 
@@ -139,15 +140,20 @@ def test_head_save_load(tmp_path):
 
 
 def test_lr_decay_reaches_final_lr():
-    schedule = rcnn.lr_decay(1e-3, 1e-6, 100)
+    from microrepro.reproductions.dwt_mitosis.model import adam, lr_decay
+
+    schedule = lr_decay(1e-3, 1e-6, 100)
     assert float(schedule(0)) == pytest.approx(1e-3)
     assert float(schedule(100)) == pytest.approx(1e-6, rel=1e-4)
     with pytest.raises(ValueError, match="> 0"):
-        rcnn.lr_decay(1e-3, 0.0, 10)
+        lr_decay(1e-3, 0.0, 10)
+    optimizer = adam(1e-3, 1e-6, 100)
+    assert float(optimizer.learning_rate) == pytest.approx(1e-3)
 
 
 def test_matching_at_8_um_from_box_centre_and_threshold_choice():
-    from microrepro.reproductions.dwt_mitosis.task import ImageSet, choose_threshold, match_detections
+    from microrepro.reproductions.dwt_mitosis.data import ImageSet
+    from microrepro.reproductions.dwt_mitosis.evaluate import choose_threshold, match_detections
 
     # 0.25 µm/px: 8 µm = 32 px
     points = [np.array([[50, 50], [150, 150]], np.float32)]
@@ -159,8 +165,13 @@ def test_matching_at_8_um_from_box_centre_and_threshold_choice():
     assert (total.tp, total.fp, total.fn) == (1, 2, 1)
     total, _ = match_detections(boxes, scores, image_set, 0.5, 8.0)
     assert (total.tp, total.fp, total.fn) == (0, 2, 2)
-    threshold, f1 = choose_threshold(boxes, scores, image_set, 8.0)
-    assert threshold == pytest.approx(0.2) and f1 == pytest.approx(0.4)
+    chosen = choose_threshold(boxes, scores, image_set, 8.0, "synthetic_det_val")
+    assert chosen.value == pytest.approx(0.2) and chosen.metric_value == pytest.approx(0.4)
+    assert chosen.rule == "max_f1_synthetic_det_val" and chosen.n_images == 1
+    assert len(chosen.curve["f1"]) == len(chosen.curve["thresholds"]) >= 3
+    # no detection at all: threshold 0, F1 0
+    empty = choose_threshold([np.zeros((0, 4), np.float32)], [np.zeros(0)], image_set, 8.0)
+    assert (empty.value, empty.metric_value) == (0.0, 0.0)
     # a 12 µm radius catches the first box as well
     total, _ = match_detections(boxes, scores, image_set, 0.0, 12.0)
     assert total.tp == 2
