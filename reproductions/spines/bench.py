@@ -8,7 +8,7 @@ Three cases: the two detectors of Table 1 with the paper's own timings beside th
   API default), trained through its own ``compute_loss`` on ``{"boxes", "classes"}`` targets;
 - SP-CNN (Sec. 5) at ``sp_cnn.input_size`` (256, the released notebook), batch 8, with the
   ``MSE - R`` loss of eq. 3 (64 shape priors: random here, the cost does not depend on them). Its
-  pipeline slices precomputed (image, target, edge map) arrays, as ``runners.train_sp_cnn`` does
+  pipeline slices precomputed (image, target, edge map) arrays, as ``train.train_sp_cnn`` does
   (the bilateral + Canny edge maps are computed once, before training, and are not timed).
 
 Each case's ``pipeline`` is the real augmented tf.data pipeline of ``data.detection_dataset`` on
@@ -58,8 +58,7 @@ _PREPARED: dict = {}
 
 
 def _yolo_case(cfg) -> BenchCase:
-    from microrepro.reproductions.spines import runners, tiny_yolo
-    from microrepro.reproductions.spines import data as data_lib
+    from microrepro.reproductions.spines import train
 
     y = cfg.yolo
     size = int(y.input_size)
@@ -73,9 +72,8 @@ def _yolo_case(cfg) -> BenchCase:
              "fixed input size (the paper trains multi-scale, the pipeline row includes the multi-scale resize)")
 
     def build():
-        model = runners.build_yolo(cfg)
-        loss = tiny_yolo.YoloV2Loss(y.anchors, y.object_scale, y.noobject_scale, y.coord_scale, y.ignore_thresh, y.rescore)
-        model.compile(optimizer=runners.make_optimizer(y.train), loss=loss)  # as runners.train_yolo
+        model = train.build_yolo(cfg)
+        model.compile(optimizer=train.make_optimizer(y.train), loss=train.yolo_loss(cfg))  # as train.train_yolo
         return model
 
     def make_batch(n: int):
@@ -85,11 +83,7 @@ def _yolo_case(cfg) -> BenchCase:
         return x, np.where(boxes >= 0, boxes / size, -1.0).astype(np.float32)
 
     def pipeline():
-        sizes = [s for s in y.multiscale_sizes if s % tiny_yolo.STRIDE == 0] or None
-        return data_lib.detection_dataset(
-            _prepared(cfg, size), batch, 0, flip_horizontal=y.flip_horizontal, rot90=y.rot90,
-            brightness=y.brightness, contrast=y.contrast, multiscale_sizes=sizes, normalised=True,
-        )
+        return train.yolo_dataset(cfg, _prepared(cfg, size), batch, 0)  # as train.train_yolo
 
     return BenchCase(
         paper=PAPER, name="yolov2", build=build, input_shape=(size, size, 1), batch=batch, make_batch=make_batch,
@@ -98,16 +92,15 @@ def _yolo_case(cfg) -> BenchCase:
 
 
 def _faster_rcnn_case(cfg) -> BenchCase:
-    from microrepro.reproductions.spines import runners
-    from microrepro.reproductions.spines import data as data_lib
+    from microrepro.reproductions.spines import train
 
     f = cfg.faster_rcnn
     size = int(f.input_size)
     batch = int(f.train.batch_size)
 
     def build():
-        model = runners.build_faster_rcnn(cfg, seed=0)
-        model.compile(optimizer=runners.make_optimizer(f.train))  # the loss is the model's compute_loss
+        model = train.build_faster_rcnn(cfg, seed=0)
+        model.compile(optimizer=train.make_optimizer(f.train))  # the loss is the model's compute_loss
         return model
 
     def make_batch(n: int):
@@ -117,31 +110,27 @@ def _faster_rcnn_case(cfg) -> BenchCase:
         return x, {"boxes": boxes, "classes": classes}
 
     def pipeline():
-        import tensorflow as tf
-
-        dataset = data_lib.detection_dataset(_prepared(cfg, size), batch, 0, flip_horizontal=f.flip_horizontal,
-                                             normalised=False)
-        # as runners.train_faster_rcnn
-        return dataset.map(lambda im, b: (im, {"boxes": b, "classes": tf.where(b[..., 2] > b[..., 0], 0, -1)}))
+        return train.faster_rcnn_dataset(cfg, _prepared(cfg, size), batch, 0)  # as train.train_faster_rcnn
 
     return BenchCase(
         paper=PAPER, name="faster_rcnn", build=build, input_shape=(size, size, 1), batch=batch,
         make_batch=make_batch, pipeline=pipeline, published=published_timings(PAPER, "faster_rcnn"),
-        note=f"spines/faster_rcnn: Inception-V2 to {f.feature_endpoint}, {f.proposals} proposals; infer = the whole detection graph",
+        note=(f"spines/faster_rcnn: Inception-V2 to {f.feature_endpoint}, {f.proposals} proposals; "
+              "infer = the whole detection graph"),
     )
 
 
 def _sp_cnn_case(cfg) -> BenchCase:
-    from microrepro.reproductions.spines import runners, sp_cnn
+    from microrepro.reproductions.spines import sp_cnn, train
 
     scfg = cfg.sp_cnn
     size, batch = int(scfg.input_size), int(scfg.train.batch_size)
 
     def build():
         priors = np.random.default_rng(0).random((scfg.n_priors, scfg.prior_size, scfg.prior_size)).astype(np.float32)
-        model = runners.build_sp_cnn(cfg)
+        model = train.build_sp_cnn(cfg)
         loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight)
-        model.compile(optimizer=runners.make_optimizer(scfg.train), loss=loss)  # as runners.train_sp_cnn
+        model.compile(optimizer=train.make_optimizer(scfg.train), loss=loss)  # as train.train_sp_cnn
         return model
 
     def make_batch(n: int):
@@ -151,8 +140,8 @@ def _sp_cnn_case(cfg) -> BenchCase:
         return x, y.astype(np.float32)  # (target squares, edge map)
 
     def pipeline():
-        images, targets, _ = runners.sp_cnn_arrays(cfg, _prepared(cfg, size))
-        return runners.sp_cnn_dataset(images, targets, batch, seed=0)  # as runners.train_sp_cnn
+        images, targets, _ = train.sp_cnn_arrays(cfg, _prepared(cfg, size))
+        return train.sp_cnn_dataset(images, targets, batch, seed=0)  # as train.train_sp_cnn
 
     return BenchCase(
         paper=PAPER, name="sp_cnn", build=build, input_shape=(size, size, 1), batch=batch, make_batch=make_batch,

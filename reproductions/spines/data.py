@@ -44,20 +44,63 @@ class Prepared:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, start: int, stop: int) -> Prepared:
+        """Images ``start:stop`` of this split, as a split of their own."""
+        part = slice(start, stop)
+        return Prepared(self.images[part], self.boxes[part], self.scales[part], self.gt_boxes[part],
+                        self.ids[part], self.shapes[part], self.size)
+
 
 def grey_uint8(image: np.ndarray) -> np.ndarray:
-    """Any image -> ``(H, W)`` uint8 grey (the spine images are 8-bit grey JPEGs)."""
+    """Any image as users have it -> ``(H, W)`` uint8 grey, what the detectors were trained on.
+
+    The data set's images are 8-bit grey JPEGs and pass unchanged. Colour (RGB / RGBA) becomes
+    its luminance (0.299 R + 0.587 G + 0.114 B, ``common.imageio.convert_channels``'s weights);
+    uint8 stays as it is; float images with every value in [0, 1] are scaled by 255; any other
+    integer (uint16...) or float image is stretched from its minimum to its maximum (a 12-bit
+    camera image rarely fills 16 bits). NaN / inf pixels take the image's lowest finite value.
+
+    Args:
+        image: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)``, any integer, bool or
+            float dtype.
+
+    Returns:
+        ``(H, W)`` uint8.
+
+    Reference: Sec. 2 (grey fluorescence images).
+    """
     from microrepro.common.imageio import convert_channels
 
-    image = convert_channels(np.asarray(image), 1)
-    if image.dtype != np.uint8:
-        image = image.astype(np.float64)
-        span = max(float(image.max() - image.min()), 1e-12)
-        image = np.round(255 * (image - image.min()) / span).astype(np.uint8)
-    return image
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        if np.issubdtype(image.dtype, np.floating):
+            # convert_channels rounds the luminance to the input dtype: right for integers, not
+            # for floats in [0, 1], so the weighted sum is taken here.
+            image = image[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+        else:
+            image = convert_channels(image, 1)
+    if image.ndim != 2:
+        raise DataError(f"expected a grey or colour image, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(image.shape, np.uint8)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, low)
+    if np.issubdtype(image.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        return np.round(255 * values).astype(np.uint8)
+    span = max(high - low, 1e-12)
+    return np.round(255 * (values - low) / span).astype(np.uint8)
 
 
-def resize_image(image: np.ndarray, size: int, keep_aspect_ratio: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
+def resize_image(image: np.ndarray, size: int,
+                 keep_aspect_ratio: bool = False) -> tuple[np.ndarray, tuple[float, float]]:
     """Resize a grey image to ``size`` x ``size``.
 
     Args:
@@ -131,7 +174,8 @@ def load_splits(data, cfg, seed: int) -> dict:
     if data.path is None:
         from microrepro.datasets.synthetic import spines as synthetic_spines
 
-        print(f"[spines] no real data found: training on the synthetic spine generator ({cfg.data.synthetic_images} images)")
+        print(f"[spines] no real data found: training on the synthetic spine generator "
+              f"({cfg.data.synthetic_images} images)")
         samples = synthetic_spines.generate(cfg.data.synthetic_images, seed)
         n_val = max(1, int(round(len(samples) * cfg.data.val_fraction)))
         train, evaluation = samples[n_val:], samples[:n_val]

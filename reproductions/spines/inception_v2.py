@@ -74,7 +74,10 @@ def _reduction(x, name: str, wm: float):
     return layers.Concatenate(axis=-1, name=name)([branch_0, branch_1, branch_2])
 
 
-ENDPOINTS = ("Mixed_3b", "Mixed_3c", "Mixed_4a", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_5a", "Mixed_5b", "Mixed_5c")
+ENDPOINTS = (
+    "Mixed_3b", "Mixed_3c", "Mixed_4a", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e",
+    "Mixed_5a", "Mixed_5b", "Mixed_5c",
+)
 
 
 def endpoint_stride(endpoint: str) -> int:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 
 from microrepro.common import matching
-from microrepro.common.metrics import best_threshold
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int | None = None) -> np.ndarray:
-    """Greedy non-maximum suppression.
+    """Greedy non-maximum suppression (``common.tiling.nms``) keeping at most ``max_detections``.
 
     Args:
         boxes: ``(N, 4)`` ``[x1, y1, x2, y2]``.
@@ -23,25 +22,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detecti
         max_detections: keep at most this many (None: all).
 
     Returns:
-        Indices of the kept boxes, by descending score.
+        Indices of the kept boxes, by descending score (ties: lower index first).
     """
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, np.float64).reshape(-1)
-    if len(boxes) != len(scores):
-        raise ValueError(f"nms: {len(boxes)} boxes but {len(scores)} scores")
-    order = np.argsort(-scores, kind="mergesort")
-    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
-    keep: list[int] = []
-    while len(order) and (max_detections is None or len(keep) < max_detections):
-        i = order[0]
-        keep.append(int(i))
-        rest = order[1:]
-        w = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
-        h = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
-        inter = w * h
-        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, np.int64)
+    from microrepro.common.tiling import nms as greedy_nms
+
+    keep = greedy_nms(boxes, scores, iou_threshold)
+    return keep if max_detections is None else keep[: max(0, int(max_detections))]
 
 
 def points_to_square_boxes(points: np.ndarray, size: float = 15.0) -> np.ndarray:
@@ -123,61 +109,6 @@ def evaluate_detections(
     }
 
 
-def f1_sweep(
-    detections: list[tuple[np.ndarray, np.ndarray]],
-    gt_boxes: list[np.ndarray],
-    thresholds: np.ndarray,
-    iou_threshold: float = 0.4,
-    max_dist: float = 6.0,
-) -> dict:
-    """Precision, recall and F1 of the paper's rule at each score threshold.
-
-    Returns:
-        ``{"threshold": (T,), "precision": (T,), "recall": (T,), "f1": (T,)}`` numpy arrays.
-    """
-    out = {"threshold": np.asarray(thresholds, np.float64), "precision": [], "recall": [], "f1": []}
-    for threshold in out["threshold"]:
-        results = [
-            matching.match_spines(
-                np.asarray(b, np.float32).reshape(-1, 4)[np.asarray(s).reshape(-1) >= threshold], g,
-                iou_threshold=iou_threshold, max_dist=max_dist,
-            )
-            for (b, s), g in zip(detections, gt_boxes)
-        ]
-        total = matching.aggregate(results)
-        out["precision"].append(total.precision)
-        out["recall"].append(total.recall)
-        out["f1"].append(total.f1)
-    return {k: np.asarray(v, np.float64) for k, v in out.items()}
-
-
-def threshold_grid(step: float) -> np.ndarray:
-    """Score thresholds 0.05, 0.05 + step, ..., 0.95 (the grid ``choose_threshold`` searches)."""
-    if not 0 < step <= 0.9:
-        raise ValueError(f"threshold step must be in (0, 0.9], got {step}")
-    return np.round(np.arange(0.05, 0.95 + step / 2, step), 6)
-
-
-def choose_threshold(
-    detections: list[tuple[np.ndarray, np.ndarray]],
-    gt_boxes: list[np.ndarray],
-    step: float = 0.025,
-    iou_threshold: float = 0.4,
-    max_dist: float = 6.0,
-) -> tuple[float, float, dict]:
-    """The score threshold of maximum F1 (paper's rule) on images the model was trained on.
-
-    The operating point is chosen without looking at the evaluation split: the rule of the
-    cell-counting paper (maximum F1 on the training images). Ties go to the lowest threshold.
-
-    Returns:
-        ``(threshold, f1 at it, the f1_sweep over threshold_grid(step))``.
-    """
-    sweep = f1_sweep(detections, gt_boxes, threshold_grid(step), iou_threshold, max_dist)
-    threshold, f1 = best_threshold({"thresholds": sweep["threshold"], "f1": sweep["f1"]}, "f1")
-    return threshold, f1, sweep
-
-
 def anchor_max_iou(box_size: float, anchor_sizes, ratios=(1.0,)) -> float:
     """Best IoU any anchor of a sliding-window grid can reach with a ``box_size`` square box.
 
@@ -185,7 +116,7 @@ def anchor_max_iou(box_size: float, anchor_sizes, ratios=(1.0,)) -> float:
     with an anchor (a box off the anchor grid only does worse), so this is an upper bound on
     the IoU the RPN's anchor matcher can see, whatever the feature stride.
 
-    Reference: REPRODUCTIONS.md Sec. 1 (released anchors 64-512 px vs a 15 px spine).
+    Reference: Sec. 3.1 (one 1:1 anchor ratio; the released anchors are 64-512 px, a spine 15 px).
     """
     best = 0.0
     for size in np.asarray(anchor_sizes, np.float64).reshape(-1):

@@ -217,7 +217,8 @@ def detect_peaks(heatmap: np.ndarray, threshold: float = 0.5, min_distance: int 
         raise ValueError(f"heatmap must be (H, W), got {heatmap.shape}")
     if not np.isfinite(heatmap).all():
         heatmap = np.nan_to_num(heatmap, nan=0.0, posinf=0.0, neginf=0.0)
-    coords = peak_local_max(heatmap, min_distance=max(1, int(min_distance)), threshold_abs=threshold, exclude_border=False)
+    coords = peak_local_max(heatmap, min_distance=max(1, int(min_distance)), threshold_abs=threshold,
+                            exclude_border=False)
     if len(coords) == 0:
         return np.zeros((0, 2), np.float32), np.zeros((0,), np.float32)
     scores = heatmap[coords[:, 0], coords[:, 1]]

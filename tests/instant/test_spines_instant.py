@@ -1,4 +1,5 @@
-"""The real spines config with the "smoke" schedule, end to end on a tiny fixture (< 60 s)."""
+"""The real spines config with the "smoke" schedule, end to end on a tiny fixture (< 60 s):
+reproduce -> evaluate -> predict."""
 
 import csv
 import json
@@ -6,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from microrepro.common import thresholds
 from microrepro.common.data_sources import DataSource
 from microrepro.common.errors import ConfigError, UserError
+from microrepro.common.predict import COUNT_COLUMNS, OBJECT_COLUMNS
 from microrepro.common.runs import Run
 from microrepro.reproductions.spines.task import TASK
 
@@ -32,7 +35,8 @@ def _write_fixture(root, n_images=8, seed=0):
     return root
 
 
-EXPECTED = {"precision", "recall", "f1", "map50", "ms_per_image", "f1_released", "precision_released", "recall_released"}
+EXPECTED = {"precision", "recall", "f1", "map50", "ms_per_image", "f1_released", "precision_released",
+            "recall_released"}
 
 
 def _check_metrics(run, keys):
@@ -47,6 +51,11 @@ def _check_metrics(run, keys):
     return metrics
 
 
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.reader(fh))
+
+
 def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     data_dir = _write_fixture(tmp_path / "spines")
     # Faster R-CNN has its own (slow) smoke test below: tracing its graph alone takes minutes on
@@ -54,54 +63,86 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     cfg = TASK.load_config("paper", "smoke", {"data": {"val_fraction": 0.25}, "faster_rcnn": {"enabled": False}})
     assert cfg.yolo.train.steps == 2 and cfg.sp_cnn.train.steps == 2
     run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
-    TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
+    source = DataSource("spines", data_dir, "test fixture")
+    TASK.reproduce(run, source)
     _check_metrics(run, ("yolov2", "sp_cnn", "sp_cnn_mse"))
     prov = json.loads((run.run_dir / "provenance.json").read_text())
     assert prov["splits"]["val"]["kind"] == "real" and prov["splits"]["val"]["n_images"] == 2
     for name in ("yolov2_loss", "yolov2_predictions", "f1_vs_threshold"):
         assert (run.run_dir / "figures" / f"{name}.png").is_file()
 
-    # threshold_rule train_f1 (the base config's): chosen on the training images, stored beside
-    # the weights, used for the metrics and as predict's default; sp_cnn keeps its fixed 0.5.
-    chosen = json.loads((run.run_dir / "train" / "yolov2" / "operating_threshold.json").read_text())
-    assert chosen["rule"] == "train_f1" and chosen["n_images"] == 6
-    assert np.isclose(chosen["sweep"]["threshold"], chosen["threshold"]).sum() == 1
-    assert chosen["train_f1"] == pytest.approx(max(chosen["sweep"]["f1"]))
+    # threshold_rule train_f1 (the base config's): chosen on the training images, stored in the
+    # run's thresholds.json with its curve, used for the metrics and as predict's default; sp_cnn
+    # keeps its fixed 0.5, stored the same way.
+    chosen = thresholds.load(run.run_dir, "yolov2")
+    assert chosen.rule == "max_f1_train" and chosen.split == "train" and chosen.n_images == 6
+    assert np.isclose(chosen.curve["thresholds"], chosen.value).sum() == 1
+    assert chosen.metric_value == pytest.approx(max(chosen.curve["f1"]))
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    assert metrics["yolov2"]["val"]["score_threshold"] == pytest.approx(chosen["threshold"])
-    assert metrics["yolov2"]["val"]["train_f1_at_threshold"] == pytest.approx(chosen["train_f1"])
+    assert metrics["yolov2"]["val"]["score_threshold"] == pytest.approx(chosen.value)
+    assert metrics["yolov2"]["val"]["train_f1_at_threshold"] == pytest.approx(chosen.metric_value)
     assert metrics["sp_cnn"]["val"]["score_threshold"] == cfg.sp_cnn.peak_threshold
-    assert not (run.run_dir / "train" / "sp_cnn" / "operating_threshold.json").exists()
+    assert thresholds.load(run.run_dir, "sp_cnn").rule == "fixed"
+    assert not list(run.run_dir.glob("train/*/operating_threshold.json"))
 
-    # predict: per-image CSV + overlay + counts.csv from the trained run
+    # evaluate: the stored weights and the stored threshold give the same numbers again
+    (run.run_dir / "metrics.json").unlink()
+    run.metrics = {}
+    TASK.evaluate(run, source)
+    again = json.loads((run.run_dir / "metrics.json").read_text())
+    for key in ("yolov2", "sp_cnn", "sp_cnn_mse"):
+        for metric in ("f1", "map50", "score_threshold", "tp", "fp"):
+            assert again[key]["val"][metric] == pytest.approx(metrics[key]["val"][metric]), (key, metric)
+
+    # predict (common.predict): one objects CSV + overlay per image, counts.csv with one row per image
     out = tmp_path / "pred"
     images = sorted((data_dir / "train").glob("*.jpg"))[:2]
     written = TASK.predict(run.run_dir, images, out, model="yolov2", threshold=0.0)
-    assert (out / "counts.csv").is_file() and len(written) == 2 * 2 + 1
-    header = (out / f"{images[0].stem}.csv").read_text().splitlines()[0]
-    assert header == "x,y,x1,y1,x2,y2,score"
-    with pytest.raises(Exception, match="unknown spines model"):
+    assert written[-1] == out / "counts.csv" and len(written) == 2 * 2 + 1
+    counts = _rows(out / "counts.csv")
+    assert tuple(counts[0]) == COUNT_COLUMNS and [r[0] for r in counts[1:]] == [p.name for p in images]
+    objects = _rows(out / f"{images[0].stem}.csv")
+    assert tuple(objects[0]) == OBJECT_COLUMNS and int(counts[1][1]) == len(objects) - 1
+    assert all(r[8] == "spine" for r in objects[1:])
+    with pytest.raises(UserError, match="unknown spines model"):
         TASK.predict(run.run_dir, images, out, model="resnet")
-    # Default threshold = the chosen one; without its file, a clear error that says what to do.
+    # Images as users have them: 16-bit, colour, float, and a field larger than a tile (tiled).
+    import cv2
+    import tifffile
+
+    grey = cv2.imread(str(images[0]), cv2.IMREAD_GRAYSCALE)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    tifffile.imwrite(odd / "sixteen.tif", grey.astype(np.uint16) * 200)
+    tifffile.imwrite(odd / "colour.tif", np.dstack([grey] * 3))
+    tifffile.imwrite(odd / "float.tif", grey.astype(np.float32) / 255)
+    tifffile.imwrite(odd / "field.tif", np.tile(grey, (3, 4)))
+    users = sorted(odd.glob("*.tif"))
+    TASK.predict(run.run_dir, users, tmp_path / "pred_users", model="sp_cnn_mse", threshold=0.0)
+    assert len(_rows(tmp_path / "pred_users" / "counts.csv")) == 1 + len(users)
+    # Default threshold = the stored one; without it, a clear error that says what to do.
     default_out = tmp_path / "pred_default"
     TASK.predict(run.run_dir, images[:1], default_out, model="yolov2")
-    scores = [float(r.split(",")[-1]) for r in (default_out / f"{images[0].stem}.csv").read_text().splitlines()[1:]]
-    assert all(v >= chosen["threshold"] - 1e-4 for v in scores)
-    (run.run_dir / "train" / "yolov2" / "operating_threshold.json").unlink()
+    scores = [float(r[7]) for r in _rows(default_out / f"{images[0].stem}.csv")[1:]]
+    assert all(v >= chosen.value - 1e-4 for v in scores)
+    thresholds.path(run.run_dir).unlink()
     with pytest.raises(UserError, match="microrepro evaluate"):
         TASK.predict(run.run_dir, images[:1], tmp_path / "pred_missing", model="yolov2")
 
 
 def test_unknown_threshold_rule_is_a_config_error_before_training(tmp_path):
     data_dir = _write_fixture(tmp_path / "spines")
-    cfg = TASK.load_config("paper", "smoke", {"yolo": {"threshold_rule": "best"}})
-    run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
-    with pytest.raises(ConfigError, match="threshold_rule must be one of fixed, train_f1"):
+
+    def reproduce(overrides, folder):
+        # config.py's type checks may refuse the value when the config is resolved already
+        cfg = TASK.load_config("paper", "smoke", overrides)
+        run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / folder)
         TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
-    cfg = TASK.load_config("paper", "smoke", {"matching": {"threshold_step": 0.0}})
-    run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run2")
-    with pytest.raises(ConfigError, match="threshold_step must be in"):
-        TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
+
+    with pytest.raises(ConfigError, match="threshold_rule"):
+        reproduce({"yolo": {"threshold_rule": "best"}}, "run")
+    with pytest.raises(ConfigError, match="threshold_step"):
+        reproduce({"matching": {"threshold_step": 0.0}}, "run2")
     assert not (tmp_path / "run" / "train").exists() and not (tmp_path / "run2" / "train").exists()
 
 
@@ -122,4 +163,10 @@ def test_smoke_schedule_faster_rcnn_end_to_end_and_evaluate(tmp_path):
     # released preset: the released evaluation's fixed 0.6, nothing chosen on training images
     assert cfg.faster_rcnn.threshold_rule == "fixed"
     assert json.loads((run.run_dir / "metrics.json").read_text())["faster_rcnn"]["val"]["score_threshold"] == 0.6
-    assert not (run.run_dir / "train" / "faster_rcnn" / "operating_threshold.json").exists()
+    stored = thresholds.load(run.run_dir, "faster_rcnn")
+    assert (stored.value, stored.rule, stored.curve) == (0.6, "fixed", {})
+    # predict with the stored 0.6: the common files, one row per image
+    images = sorted((data_dir / "train").glob("*.jpg"))[:2]
+    TASK.predict(run.run_dir, images, tmp_path / "pred", model="faster_rcnn")
+    assert tuple(_rows(tmp_path / "pred" / "counts.csv")[0]) == COUNT_COLUMNS
+    assert len(_rows(tmp_path / "pred" / "counts.csv")) == 3

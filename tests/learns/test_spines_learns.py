@@ -3,7 +3,8 @@ loss halves and F1 >= 0.8 at the configured score threshold."""
 
 from microrepro.common.data_sources import DataSource
 from microrepro.reproductions.spines import data as data_lib
-from microrepro.reproductions.spines import postprocess, runners
+from microrepro.reproductions.spines import detect, postprocess
+from microrepro.reproductions.spines import train as train_lib
 from microrepro.reproductions.spines.task import TASK
 
 
@@ -23,10 +24,10 @@ def test_tiny_yolo_overfits_eight_real_images(shared_data, tmp_path):
         "train": {"batch_size": 8, "steps": 160, "steps_per_epoch": 20, "max_minutes": 0.0},
     })
 
-    model, info = runners.train_yolo(cfg, train, tmp_path / "run", seed=0, verbose=0)
+    model, info = train_lib.train_yolo(cfg, train, tmp_path / "run", seed=0, verbose=0)
     assert info["loss_last"] < 0.5 * info["loss_first"]
 
-    detections = runners.detect_yolo(model, cfg, train)
+    detections = detect.detect_yolo(model, cfg, train)
     metrics = postprocess.evaluate_detections(detections, train.gt_boxes, cfg.yolo.score_threshold)
     assert metrics["f1"] >= 0.8, metrics
 
@@ -43,9 +44,9 @@ def test_faster_rcnn_overfits_eight_real_images(shared_data, tmp_path):
         "train": {"batch_size": 2, "steps": 400, "steps_per_epoch": 50, "max_minutes": 0.0},
     })
 
-    model, info = runners.train_faster_rcnn(cfg, train, tmp_path / "run", seed=0, verbose=0)
+    model, info = train_lib.train_faster_rcnn(cfg, train, tmp_path / "run", seed=0, verbose=0)
     assert info["loss_last"] < 0.5 * info["loss_first"]
 
-    detections = runners.detect_faster_rcnn(model, cfg, train)
+    detections = detect.detect_faster_rcnn(model, cfg, train)
     metrics = postprocess.evaluate_detections(detections, train.gt_boxes, cfg.faster_rcnn.score_threshold)
     assert metrics["f1"] >= 0.8 and metrics["map50"] >= 0.8, metrics

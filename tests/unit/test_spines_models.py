@@ -1,4 +1,4 @@
-"""Inception-V2 backbone, Faster R-CNN wiring and the spines config presets."""
+"""Inception-V2 backbone, Faster R-CNN wiring, the table of models and the spines config presets."""
 
 import keras
 import numpy as np
@@ -46,9 +46,9 @@ def test_inception_v2_width_multiplier_and_errors():
 def test_presets_differ_where_the_released_code_differs():
     paper = TASK.load_config("paper", "paper")
     released = TASK.load_config("released", "paper")
-    assert (paper.faster_rcnn.train.optimizer, paper.faster_rcnn.train.lr, paper.faster_rcnn.train.steps) == ("adam", 2e-5, 9000)
-    assert (released.faster_rcnn.train.optimizer, released.faster_rcnn.train.lr, released.faster_rcnn.train.steps) == (
-        "momentum", 2e-4, 60000)
+    schedule = lambda t: (t.optimizer, t.lr, t.steps)  # noqa: E731
+    assert schedule(paper.faster_rcnn.train) == ("adam", 2e-5, 9000)
+    assert schedule(released.faster_rcnn.train) == ("momentum", 2e-4, 60000)
     assert released.faster_rcnn.anchor_sizes == [64.0, 128.0, 256.0, 512.0]
     assert released.faster_rcnn.loc_loss_weight == 2.0 and released.faster_rcnn.keep_aspect_ratio
     assert paper.faster_rcnn.anchor_ratios == [1.0] and paper.faster_rcnn.proposals == 300
@@ -58,37 +58,65 @@ def test_presets_differ_where_the_released_code_differs():
 
 
 def test_faster_rcnn_anchors_scale_with_the_input_size():
-    from microrepro.reproductions.spines import runners
+    from microrepro.reproductions.spines import train
 
     cfg = TASK.load_config("paper", "short")
-    fr = runners.faster_rcnn_config(cfg)
+    fr = train.faster_rcnn_config(cfg)
     assert fr.anchor_sizes == (12.0, 16.0, 24.0, 32.0)  # 24-64 px at 448 -> 12-32 px at 224
     assert fr.anchor_ratios == (1.0,) and fr.rpn_post_nms_top_k_test == 300 and fr.feature_stride == 8  # Mixed_3c
 
 
-def test_timing_takes_the_median_after_a_warm_up():
-    from microrepro.reproductions.spines import runners
+def test_timing_runs_one_image_at_a_time_after_a_warm_up_pass():
+    import dataclasses
+
+    from microrepro.datasets.base import Sample
+    from microrepro.reproductions.spines import data as data_lib
+    from microrepro.reproductions.spines import evaluate
+    from microrepro.reproductions.spines.models import SPECS
 
     calls = []
-    ms = runners.time_per_image(lambda batch: calls.append(len(batch)), np.zeros((3, 4, 4, 1)), repeats=2)
-    assert calls == [1] * (1 + 2 * 3) and ms >= 0
+    spec = dataclasses.replace(SPECS["yolov2"], detect=lambda model, cfg, prepared: calls.append(len(prepared)))
+    cfg = TASK.load_config("paper", "smoke", {"timing_images": 3, "timing_repeats": 2})
+    prepared = data_lib.prepare([Sample(id=str(i), image_array=np.zeros((20, 20), np.uint8)) for i in range(5)], 32)
+    ms = evaluate.ms_per_image(spec, None, cfg, prepared)
+    assert calls == [1] * (3 * (1 + 2)) and ms >= 0  # 3 images, batch 1: one warm-up pass, 2 timed passes
+
+
+def test_one_table_of_models_names_section_threshold_and_sizes():
+    from microrepro.reproductions.spines.models import MODELS, SPECS
+
+    assert TASK.models == MODELS == ("yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_mse")
+    assert TASK.default_model == "yolov2"
+    cfg = TASK.load_config("released", "short")
+    assert SPECS["yolov2"].input_size(cfg) == (224, False)
+    assert SPECS["faster_rcnn"].input_size(cfg) == (224, True)  # released: keep_aspect_ratio
+    assert SPECS["sp_cnn_mse"].input_size(cfg) == (128, False)
+    assert [SPECS[m].threshold_rule(cfg) for m in MODELS] == ["fixed"] * 4
+    assert SPECS["faster_rcnn"].configured_threshold(cfg) == 0.6  # the released F1 script's
+    assert SPECS["sp_cnn"].configured_threshold(cfg) == cfg.sp_cnn.peak_threshold
+    paper = TASK.load_config("paper", "short")
+    assert [SPECS[m].threshold_rule(paper) for m in MODELS] == ["train_f1", "train_f1", "fixed", "fixed"]
+    assert SPECS["yolov2"].score_range == (0.0, 1.0) and SPECS["sp_cnn"].score_range[1] == float("inf")
+    assert SPECS["yolov2"].nms_iou(paper) == paper.yolo.nms_iou and SPECS["sp_cnn"].nms_iou(paper) == 1.0
+    with pytest.raises(Exception, match="unknown spines model"):
+        TASK.check_model("resnet")
 
 
 def test_feature_endpoint_sets_the_rpn_stride():
     """The CPU schedules read Mixed_3c (stride 8 at 224 px = the paper's stride 16 at 448 px)."""
     from microrepro.common import config as config_lib
-    from microrepro.reproductions.spines import runners
+    from microrepro.reproductions.spines import train
 
     assert [inception_v2.endpoint_stride(e) for e in ("Mixed_3c", "Mixed_4e", "Mixed_5c")] == [8, 16, 32]
     short = TASK.load_config("paper", "short")
-    assert runners.faster_rcnn_config(short).feature_stride == 8
-    assert runners.faster_rcnn_config(short).rpn_positive_iou == 0.5
+    assert train.faster_rcnn_config(short).feature_stride == 8
+    assert train.faster_rcnn_config(short).rpn_positive_iou == 0.5
     paper = TASK.load_config("paper", "paper")
-    assert (runners.faster_rcnn_config(paper).feature_stride, runners.faster_rcnn_config(paper).rpn_positive_iou) == (16, 0.7)
+    assert (train.faster_rcnn_config(paper).feature_stride, train.faster_rcnn_config(paper).rpn_positive_iou) == (
+        16, 0.7)
     assert TASK.load_config("paper", "long").faster_rcnn.feature_endpoint == "Mixed_3c"  # long extends short
-    bad = config_lib.merge(paper, {"faster_rcnn": {"feature_endpoint": "Mixed_9z"}}, "test")
+    # config.py's type checks may refuse these values at merge time already; either way a ConfigError
     with pytest.raises(ConfigError, match="feature_endpoint"):
-        runners.faster_rcnn_config(bad)
-    bad = config_lib.merge(paper, {"faster_rcnn": {"bn_momentum": 1.5}}, "test")
-    with pytest.raises(ConfigError, match=r"faster_rcnn: bn_momentum must be in \[0, 1\)"):
-        runners.build_faster_rcnn(bad)
+        train.faster_rcnn_config(config_lib.merge(paper, {"faster_rcnn": {"feature_endpoint": "Mixed_9z"}}, "test"))
+    with pytest.raises(ConfigError, match="bn_momentum"):
+        train.build_faster_rcnn(config_lib.merge(paper, {"faster_rcnn": {"bn_momentum": 1.5}}, "test"))

@@ -1,11 +1,16 @@
-"""Spines evaluation and data helpers: NMS, Table 1 metrics, anchors vs a 15 px spine, resizing."""
+"""Spines evaluation and data helpers: NMS, Table 1 metrics, thresholds, anchors vs a 15 px spine, resizing,
+images as users have them, tiled prediction of large fields."""
 
 import numpy as np
 import pytest
 
+from microrepro.common import thresholds
 from microrepro.datasets.base import Sample
 from microrepro.reproductions.spines import data as data_lib
-from microrepro.reproductions.spines import postprocess
+from microrepro.reproductions.spines import evaluate, postprocess
+from microrepro.reproductions.spines.task import TASK
+
+MATCHING = TASK.load_config("paper", "smoke").matching  # IoU >= 0.4 or centre within 6 px
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
@@ -44,28 +49,61 @@ def test_evaluate_detections_paper_rule_released_rule_and_map():
 def test_f1_sweep_counts_per_threshold():
     gt = [np.array([[0, 0, 15, 15]], np.float32)]
     dets = [(np.array([[0, 0, 15, 15], [50, 50, 65, 65]], np.float32), np.array([0.9, 0.4]))]
-    sweep = postprocess.f1_sweep(dets, gt, np.array([0.3, 0.5, 0.95]))
+    sweep = evaluate.f1_sweep(dets, gt, np.array([0.3, 0.5, 0.95]), MATCHING)
     np.testing.assert_allclose(sweep["f1"], [2 / 3, 1.0, 0.0])
     np.testing.assert_allclose(sweep["precision"], [0.5, 1.0, 0.0])
+    np.testing.assert_array_equal(sweep["tp"], [1, 1, 0])
 
 
-def test_choose_threshold_takes_the_max_f1_of_the_grid_lowest_on_ties():
-    gt = [np.array([[0, 0, 15, 15], [40, 0, 55, 15]], np.float32), np.array([[0, 40, 15, 55]], np.float32)]
-    dets = [
-        (np.array([[0, 0, 15, 15], [40, 0, 55, 15], [80, 80, 95, 95]], np.float32), np.array([0.9, 0.62, 0.3])),
-        (np.array([[0, 40, 15, 55], [90, 0, 105, 15]], np.float32), np.array([0.7, 0.6])),
-    ]
+GT = [np.array([[0, 0, 15, 15], [40, 0, 55, 15]], np.float32), np.array([[0, 40, 15, 55]], np.float32)]
+DETS = [
+    (np.array([[0, 0, 15, 15], [40, 0, 55, 15], [80, 80, 95, 95]], np.float32), np.array([0.9, 0.62, 0.3])),
+    (np.array([[0, 40, 15, 55], [90, 0, 105, 15]], np.float32), np.array([0.7, 0.6])),
+]
+
+
+def test_threshold_of_max_f1_on_the_grid_lowest_on_ties():
     # t <= 0.3: 3 TP 2 FP (F1 0.75); 0.3 < t <= 0.6: 3 TP 1 FP (6/7); 0.6 < t <= 0.62: 3 TP (1.0);
     # 0.62 < t <= 0.7: 2 TP 0 FP (0.8).
-    threshold, f1, sweep = postprocess.choose_threshold(dets, gt, step=0.01)
-    assert threshold == pytest.approx(0.61) and f1 == pytest.approx(1.0)
+    chosen = thresholds.choose(evaluate.f1_sweep(DETS, GT, thresholds.grid(0.05, 0.95, 0.01), MATCHING), "f1")
+    assert chosen.value == pytest.approx(0.61) and chosen.metric_value == pytest.approx(1.0)
     # The 0.025 grid has no point in (0.6, 0.62]: 6/7 from 0.325 to 0.6, the lowest is taken.
-    threshold, f1, sweep = postprocess.choose_threshold(dets, gt, step=0.025)
-    assert threshold == pytest.approx(0.325) and f1 == pytest.approx(6 / 7)
-    np.testing.assert_allclose(sweep["threshold"], postprocess.threshold_grid(0.025))
-    assert postprocess.threshold_grid(0.025)[[0, -1]].tolist() == [0.05, 0.95]
-    with pytest.raises(ValueError, match="step"):
-        postprocess.threshold_grid(0.0)
+    grid = thresholds.grid(0.05, 0.95, 0.025)
+    assert grid[[0, -1]].tolist() == [0.05, 0.95] and len(grid) == 37
+    chosen = thresholds.choose(evaluate.f1_sweep(DETS, GT, grid, MATCHING), "f1", split="train", n_images=2)
+    assert chosen.value == pytest.approx(0.325) and chosen.metric_value == pytest.approx(6 / 7)
+    assert chosen.rule == "max_f1_train" and chosen.curve["thresholds"] == pytest.approx(grid.tolist())
+
+
+def test_operating_threshold_is_stored_once_per_run_and_read_back(tmp_path):
+    import dataclasses
+
+    from microrepro.reproductions.spines.models import SPECS
+
+    samples = [Sample(id=str(i), image_array=np.zeros((120, 120), np.uint8), boxes=b) for i, b in enumerate(GT)]
+    calls = []
+
+    def fake_detect(model, cfg, prepared):
+        calls.append(len(prepared))
+        return DETS
+
+    cfg = TASK.load_config("paper", "smoke", {"matching": {"threshold_step": 0.025}})
+    spec = dataclasses.replace(SPECS["yolov2"], detect=fake_detect)
+    chosen = evaluate.operating_threshold(tmp_path, spec, None, cfg, samples)
+    assert (chosen.value, chosen.rule, chosen.n_images) == (pytest.approx(0.325), "max_f1_train", 2)
+    assert thresholds.load(tmp_path, "yolov2").value == pytest.approx(0.325)
+    # evaluate keeps the threshold chosen for the stored weights; reproduce chooses again
+    assert evaluate.operating_threshold(tmp_path, spec, None, cfg, samples, reuse=True).value == chosen.value
+    assert calls == [2]
+    evaluate.operating_threshold(tmp_path, spec, None, cfg, samples)
+    assert calls == [2, 2]
+    # rule fixed: the configured value, stored the same way, nothing detected
+    fixed_cfg = TASK.load_config("released", "smoke")
+    fixed = evaluate.operating_threshold(tmp_path, spec, None, fixed_cfg, samples)
+    assert (fixed.value, fixed.rule) == (fixed_cfg.yolo.score_threshold, "fixed") and calls == [2, 2]
+    sp_cnn = evaluate.operating_threshold(tmp_path, SPECS["sp_cnn"], None, cfg, samples)
+    assert (sp_cnn.value, sp_cnn.rule) == (cfg.sp_cnn.peak_threshold, "fixed")
+    assert set(thresholds.read_all(tmp_path)) == {"yolov2", "sp_cnn"}
 
 
 def test_anchor_iou_with_a_spine_released_vs_ours():
@@ -133,3 +171,56 @@ def test_load_splits_uses_test_when_present_else_a_stratified_val(tmp_path):
     synthetic = data_lib.load_splits(DataSource("spines", None, "none"), TASK.load_config("paper", "smoke"), seed=0)
     assert synthetic["kind"] == "synthetic" and synthetic["eval_split"] == "synthetic_val"
     assert len(synthetic["train"]) == 8 and len(synthetic["eval"]) == 1  # smoke: 12 images, 10 % val, 8 train max
+
+
+def test_images_as_users_have_them_become_8_bit_grey():
+    grey = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    assert data_lib.grey_uint8(grey) is grey  # the data set's own images pass untouched
+    np.testing.assert_array_equal(data_lib.grey_uint8(grey[..., None]), grey)
+    rgba = np.dstack([grey, grey, grey, np.full_like(grey, 7)])
+    np.testing.assert_array_equal(data_lib.grey_uint8(rgba), grey)
+    wide = np.array([[1000, 3000], [2000, 5000]], np.uint16)  # 16-bit: stretched min..max
+    np.testing.assert_array_equal(data_lib.grey_uint8(wide), [[0, 128], [64, 255]])
+    unit = np.array([[0.0, 0.5], [1.0, np.nan]], np.float32)  # float in [0, 1]: x255, NaN -> lowest
+    np.testing.assert_array_equal(data_lib.grey_uint8(unit), [[0, 128], [255, 0]])
+    colour = np.zeros((2, 2, 3), np.float32)
+    colour[..., 1] = 0.5  # green 0.5: luminance 0.587 * 0.5, not rounded to 0 before scaling
+    np.testing.assert_array_equal(data_lib.grey_uint8(colour), np.full((2, 2), 75))
+    np.testing.assert_array_equal(data_lib.grey_uint8(np.array([[-2.0, 2.0]])), [[0, 255]])
+    assert data_lib.grey_uint8(np.array([[True, False]])).tolist() == [[255, 0]]
+    with pytest.raises(Exception, match="shape"):
+        data_lib.grey_uint8(np.zeros((2, 2, 2, 2)))
+
+
+def _blob_detector(calls):
+    """A stand-in detector: one 15 px box per bright blob of the prepared image, score 0.9."""
+    from scipy import ndimage
+
+    def detect(prepared):
+        calls.append(prepared.images.shape)
+        labels, n = ndimage.label(prepared.images[0] > 128)
+        centres = np.array(ndimage.center_of_mass(labels > 0, labels, range(1, n + 1))).reshape(-1, 2)[:, ::-1]
+        centres = (centres + 0.5) / prepared.scales[0]
+        boxes = postprocess.points_to_square_boxes(centres, 15)
+        return [(boxes, np.full(len(boxes), 0.9, np.float32))]
+
+    return detect
+
+
+def test_detect_image_tiles_a_large_field_and_keeps_small_ones_whole():
+    from microrepro.reproductions.spines.detect import PREDICT_TILE, detect_image
+
+    field = np.full((500, 700), 1000, np.uint16)  # 16-bit, larger than a tile on both sides
+    centres = [(40, 30), (250, 250), (650, 460), (380, 200)]
+    for x, y in centres:
+        field[y - 4 : y + 5, x - 4 : x + 5] = 9000
+    calls = []
+    boxes, scores = detect_image(_blob_detector(calls), field, size=128)
+    assert len(calls) > 1 and all(shape == (1, 128, 128) for shape in calls)
+    found = sorted((float(b[0] + b[2]) / 2, float(b[1] + b[3]) / 2) for b in boxes)
+    np.testing.assert_allclose(found, sorted((x + 0.5, y + 0.5) for x, y in centres), atol=1.5)  # each spine once
+    assert scores.tolist() == [pytest.approx(0.9)] * len(centres)
+    small = field[:200, :PREDICT_TILE]
+    calls.clear()
+    boxes, _ = detect_image(_blob_detector(calls), small, size=128)
+    assert len(calls) == 1 and len(boxes) == 1  # one pass over the whole image, resized
