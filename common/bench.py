@@ -178,16 +178,30 @@ def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None 
     from microrepro.common.errors import UserError
     from microrepro.common.registry import PAPERS
 
+    from microrepro.common.runs import check_writable
+
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    jobs = []
+    unknown = [paper for paper in papers or [] if paper not in PAPERS]
+    if unknown:
+        raise UserError(f"bench: unknown paper '{unknown[0]}'; choose any of {', '.join(PAPERS)} (default: all)")
+    out_dir = Path(out_dir or results_root())
+    check_writable(out_dir, "results folder")
+    old_rows = _load_rows(out_dir / "benchmarks.json")  # a damaged file stops us before measuring
+    jobs, skipped = [], []
     for paper in papers or list(PAPERS):
         try:
             n = len(cases_for(paper))
         except UserError as err:
             print(f"[bench] {paper}: skipped ({err})")
+            skipped.append(paper)
             continue
         jobs += [(paper, i) for i in range(n)]
+    if not jobs:
+        raise UserError(
+            f"bench: nothing to measure ({', '.join(skipped or papers or PAPERS)} has no benchmark cases); "
+            f"{out_dir / 'benchmarks.md'} is left as it was"
+        )
     rows = []
     for paper, index in tqdm(jobs, desc="benchmarks", unit="case"):
         cmd = [sys.executable, "-m", "microrepro.common.bench", "--case", f"{paper}:{index}", "--repeats", str(repeats),
@@ -200,9 +214,8 @@ def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None 
     meta = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     for row in rows:
         row.update(meta)
-    out_dir = Path(out_dir or results_root())
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = merge_rows(_load_rows(out_dir / "benchmarks.json"), rows, [paper for paper, _ in jobs])
+    rows = merge_rows(old_rows, rows, [paper for paper, _ in jobs])
     (out_dir / "benchmarks.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     return render(rows, meta, out_dir / "benchmarks.md")
 

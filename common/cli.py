@@ -21,8 +21,27 @@ EPILOG = """examples:
   microrepro predict runs/cell_counting/<run> my_images/*.png --out predictions/
   microrepro results                                      # re-render every results/<paper>.md
 
-data: --data-dir, else $MICROREPRO_DATA/<dataset>, else the download cache, else the paper's
-synthetic generator (announced, and every number of that run is labelled "synthetic")."""
+data: --data-dir, else $MICROREPRO_DATA/<dataset> (unset: ../shared/data/<dataset> beside the checkout, as
+`make` does), else the download cache, else the paper's synthetic generator (announced, and every number of
+that run is labelled "synthetic"). Every command resolves data in this order.
+
+errors you can fix (a bad option, file or folder) are one line `error: ...` with exit code 2; nothing is
+written or overwritten before such an error."""
+
+RUN_FOLDERS = """run folders (--out):
+  a new or empty folder        starts a new run
+  an unfinished run            (interrupted or failed) is continued from its checkpoints by running the same
+                               command again, with or without --resume; other settings are refused
+  a finished run               is refused unless --resume (trained models kept, evaluation redone)
+  anything else                is refused: nothing is overwritten
+  --resume only continues a run folder; it refuses a missing, empty or non-run folder.
+
+results: the run's summary goes to results/runs/<paper>/<name>.json; when that file holds another run's
+summary (e.g. the shipped result) it goes beside it as <name>-<run id>.json and nothing is replaced,
+unless --replace."""
+
+
+MAX_PREVIEW = 24
 
 
 def _paper_list() -> str:
@@ -47,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "list",
         help="list the papers, their data sets and whether the data is found",
         description="List the five reproduced papers with the data set each uses by default and where "
-        "that data was found ($MICROREPRO_DATA, download cache) or that the synthetic generator will be used.",
+        "that data was found ($MICROREPRO_DATA or ../shared/data, download cache) or that the synthetic "
+        "generator will be used.",
     )
 
     rep = sub.add_parser(
@@ -55,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train and evaluate a paper's models, write its run folder and results/<paper>.md",
         description="Train and evaluate every model of a paper's result table on its default data, then "
         "render results/<paper>.md beside the published numbers.",
-        epilog="papers:\n" + _paper_list(),
+        epilog="papers:\n" + _paper_list() + "\n\n" + RUN_FOLDERS,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rep.add_argument("paper", nargs="?", help="paper name (see `microrepro list`)")
@@ -65,13 +85,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--schedule",
         default="short",
         help="smoke (seconds, checks the plumbing), short (default; < 30 min on a 2-core CPU), "
-        "long (where a paper has it: the short models trained longer, ~1-2 h on a CPU), paper (full)",
+        "long (spines only: the short models trained ~3x longer, ~65 min on a 2-core CPU), paper (full)",
     )
     rep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     rep.add_argument("--out", type=Path, help="run folder (default runs/<paper>/<name>_<preset>_<schedule>_s<seed>)")
-    rep.add_argument("--resume", action="store_true", help="continue a run folder that already exists")
+    rep.add_argument("--resume", action="store_true",
+                     help="continue the run in --out (refused when it is not a run folder; see below)")
     rep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
     rep.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
+    rep.add_argument("--replace", action="store_true",
+                     help="let the run's summary replace another run's results/runs/<paper>/<name>.json")
 
     ev = sub.add_parser(
         "evaluate",
@@ -82,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--data-dir", type=Path, help="data set folder (default: as for reproduce)")
-    ev.add_argument("--no-publish", action="store_true")
+    ev.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
+    ev.add_argument("--replace", action="store_true",
+                    help="let the run's summary replace another run's results/runs/<paper>/<name>.json")
 
     pr = sub.add_parser(
         "predict",
@@ -120,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pv.add_argument("generator", help="simcep, neurons, spines or he")
     pv.add_argument("--out", type=Path, help="PNG path (default results/previews/<generator>.png)")
-    pv.add_argument("-n", type=int, default=6, help="number of synthetic images")
+    pv.add_argument("-n", type=int, default=6, help=f"number of synthetic images (1-{MAX_PREVIEW})")
     pv.add_argument("--seed", type=int, default=0)
 
     bench = sub.add_parser(
@@ -131,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "results/benchmarks.md and .json beside the papers' own timings.",
     )
     bench.add_argument("papers", nargs="*", help="papers to benchmark (default: all that are built)")
-    bench.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up (median and spread; default 5)")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="timed repeats after warm-up (median and spread; default 5)")
     bench.add_argument("--precision", default="float32", choices=PRECISIONS,
                        help="Keras dtype policy of the models (default float32; mixed_bfloat16 on a GPU)")
     return parser
@@ -142,7 +168,8 @@ def _check_paper(name: str | None) -> str:
 
     if not name or name not in PAPERS:
         what = f"unknown paper '{name}'" if name else "no paper given"
-        raise UserError(f"{what}. Choose one of:\n{_paper_list()}\n(e.g. make reproduce PAPER=cell_counting)")
+        raise UserError(f"{what}; choose one of {', '.join(PAPERS)} (`microrepro list` describes them; "
+                        "e.g. make reproduce PAPER=cell_counting)")
     return name
 
 
@@ -150,7 +177,8 @@ def cmd_list(args) -> int:
     from microrepro.common import data_sources
     from microrepro.common.registry import PAPERS, get_task
 
-    print("papers:")
+    root = data_sources.data_root()
+    print(f"papers (real data looked up in {root or 'no data folder: set $MICROREPRO_DATA'}):")
     for name, text in PAPERS.items():
         try:
             task = get_task(name)
@@ -162,30 +190,50 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _announce_data(task, data) -> None:
+    from microrepro.common import data_sources
+
+    if data.path is None:
+        print(
+            f"[data] no real '{task.dataset}' data found ({data_sources.ORDER}): using the synthetic "
+            "generator; every number it gives is labelled 'synthetic'."
+        )
+    else:
+        print(f"[data] {task.dataset}: {data.path} ({data.how})")
+
+
 def cmd_reproduce(args) -> int:
     from microrepro.common import config as config_lib
-    from microrepro.common import data_sources, results, training
+    from microrepro.common import data_sources, results, runs, training
     from microrepro.common.registry import get_task
     from microrepro.common.runs import Run
 
     paper = _check_paper(args.paper)
     task = get_task(paper)
     cfg = task.load_config(args.preset, args.schedule, config_lib.parse_set(args.set))
+    # Every check that needs no data comes first: nothing is written before it passes.
+    out = args.out or runs.default_run_dir(paper, cfg, args.preset, args.schedule, args.seed)
+    runs.check_folder_name(getattr(cfg, "name", paper), "--set name")
+    runs.check_run_target(out, cfg, args.preset, args.schedule, args.seed, resume=args.resume)
+    publish = args.schedule != "smoke" and not args.no_publish
+    if publish:
+        runs.check_results_writable(paper)
     data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
-    if data.path is None:
-        print(
-            f"[data] no real '{task.dataset}' data found (--data-dir, ${data_sources.DATA_ENV}, download): "
-            "using the synthetic generator; every number of this run is labelled 'synthetic'."
-        )
-    else:
-        print(f"[data] {task.dataset}: {data.path} ({data.how})")
+    _announce_data(task, data)
     training.set_seed(args.seed)
-    run = Run.create(paper, cfg, args.preset, args.schedule, args.seed, out=args.out, resume=args.resume)
-    print(f"[run] {run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {args.seed})")
-    task.reproduce(run, data)
-    run.save()
-    if args.schedule != "smoke" and not args.no_publish:
-        summary = run.publish()
+    created = next((p for p in reversed([Path(out), *Path(out).parents]) if not p.exists()), None)
+    run = Run.create(paper, cfg, args.preset, args.schedule, args.seed, out=out, resume=args.resume)
+    what = "continuing the unfinished run in " if run.continued and not args.resume else ""
+    print(f"[run] {what}{run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {args.seed})")
+    try:
+        task.reproduce(run, data)
+    except BaseException:
+        if not run.continued:  # failed before producing anything (bad data...): leave nothing behind
+            runs.discard_if_untouched(run.run_dir, created)
+        raise
+    run.finish()
+    if publish:
+        summary = run.publish(replace=args.replace)
         table = results.render(paper)
         print(f"[results] {summary}\n[results] {table}")
     else:
@@ -194,56 +242,122 @@ def cmd_reproduce(args) -> int:
 
 
 def _task_for_run(run_dir: Path):
-    from microrepro.common.registry import get_task
+    from microrepro.common.registry import PAPERS, get_task
     from microrepro.common.runs import load_run
 
     _, prov, _ = load_run(run_dir)
     if "paper" not in prov:
         raise UserError(f"{run_dir}: provenance.json names no paper; is this a finished run folder?")
+    if prov["paper"] not in PAPERS:
+        raise UserError(f"{run_dir / 'provenance.json'}: unknown paper {prov['paper']!r}")
     return get_task(prov["paper"]), prov
 
 
 def cmd_evaluate(args) -> int:
-    from microrepro.common import data_sources, results
+    from microrepro.common import data_sources, results, runs
     from microrepro.common.runs import Run
 
     task, prov = _task_for_run(args.run_dir)
     cfg = task.config_from_run(args.run_dir)
-    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
+    runs.check_writable(args.run_dir, "run folder",
+                        fix="evaluate adds its metrics there: make it writable, or evaluate a copy of it")
+    runs.check_run_files(args.run_dir)
     run = Run.open(task.name, args.run_dir, cfg)
+    publish = run.schedule != "smoke" and not args.no_publish
+    if publish:
+        runs.check_results_writable(task.name)
+    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
+    _announce_data(task, data)
     task.evaluate(run, data)
     run.save()
-    if run.schedule != "smoke" and not args.no_publish:
-        run.publish()
-        print(f"[results] {results.render(task.name)}")
+    if publish:
+        summary = run.publish(replace=args.replace)
+        print(f"[results] {summary}\n[results] {results.render(task.name)}")
     print(f"[evaluate] metrics in {args.run_dir / 'metrics.json'}")
     return 0
 
 
 def _expand_images(paths: list[Path]) -> list[Path]:
+    """Image files of ``paths`` (folders expanded, sorted), each given once, else a UserError."""
     from microrepro.common.imageio import IMAGE_SUFFIXES
 
     images = []
     for path in paths:
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            images += found
         elif path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UserError(f"{path}: not an image file name (expected {', '.join(IMAGE_SUFFIXES)})")
             images.append(path)
         else:
             raise UserError(f"{path}: no such image file or folder")
-    if not images:
-        raise UserError("no images found (png, jpg, tif, bmp)")
+    seen: dict[Path, Path] = {}
+    for image in images:
+        key = image.resolve()
+        if key in seen:
+            also = "" if seen[key] == image else f" (also as {seen[key]})"
+            raise UserError(f"{image}: given more than once{also}; give each image once")
+        seen[key] = image
     return images
 
 
+def _check_images(images: list[Path], plane: int | None) -> None:
+    """Read each image's header: unreadable files and plane choices fail before the model loads."""
+    from microrepro.common.imageio import image_shape, planes_in
+
+    if plane is not None and plane < 0:
+        raise UserError(f"--plane {plane}: planes are numbered from 0")
+    for path in images:
+        shape = image_shape(path)
+        planes = planes_in(shape)
+        if planes > 1 and plane is None:
+            raise UserError(f"{path}: {planes} planes (shape {shape}); pick one with --plane N (0..{planes - 1})")
+        if planes > 1 and plane >= planes:
+            raise UserError(f"{path}: --plane {plane} is outside 0..{planes - 1}")
+        if planes == 1 and plane not in (None, 0):
+            raise UserError(f"{path}: a single-plane image has no --plane {plane}")
+
+
+def _check_outputs_spare_inputs(images: list[Path], out: Path) -> None:
+    """Refuse an --out where an output file (``<stem>.csv``, ``_overlay.png``...) would be an input image."""
+    from microrepro.common.predict import output_names
+
+    inputs = {p.resolve() for p in images}
+    outputs = [out / "counts.csv"]
+    for _, stem in output_names(images):
+        base = out / stem
+        outputs += [base.with_name(base.name + suffix) for suffix in (".csv", "_overlay.png", "_labels.tif")]
+    for path in outputs:
+        if path.resolve() in inputs:
+            raise UserError(f"--out {out}: writing {path.name} there would overwrite the input image {path}; "
+                            "choose another --out")
+
+
 def cmd_predict(args) -> int:
+    from microrepro.common import runs
+
     task, _ = _task_for_run(args.run_dir)
+    if args.model is not None and hasattr(task, "check_model"):
+        task.check_model(args.model)
+    if args.threshold is not None and not -1e300 < args.threshold < 1e300:
+        raise UserError(f"--threshold {args.threshold}: not a finite number")
+    runs.check_run_files(args.run_dir)
     images = _expand_images(args.images)
-    if args.out.exists() and any(args.out.iterdir()) and not (args.overwrite or args.resume):
-        raise UserError(f"{args.out} is not empty; choose another --out, continue it with --resume, or pass --overwrite")
-    written = task.predict(args.run_dir, images, args.out, model=args.model, threshold=args.threshold,
+    _check_images(images, args.plane)
+    out = args.out
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder; choose another --out")
+    if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
+        raise UserError(f"--out {out} is not empty; choose another --out, continue it with --resume, "
+                        "or pass --overwrite")
+    runs.check_writable(out, "--out")
+    _check_outputs_spare_inputs(images, out)
+    written = task.predict(args.run_dir, images, out, model=args.model, threshold=args.threshold,
                            plane=args.plane, resume=args.resume)
-    print(f"[predict] {len(images)} image(s) -> {args.out} ({len(written)} files; counts in {args.out / 'counts.csv'})")
+    print(f"[predict] {len(images)} image(s) -> {out} ({len(written)} files; counts in {out / 'counts.csv'})")
     return 0
 
 
@@ -259,19 +373,41 @@ def cmd_results(args) -> int:
     return 0
 
 
+PREVIEW_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
 def cmd_preview(args) -> int:
-    from microrepro.common.runs import results_root
+    from microrepro.common import data_sources
+    from microrepro.common.runs import check_writable, results_root
+    from microrepro.datasets.synthetic.preview import REAL_IMAGES
+
+    if args.generator not in REAL_IMAGES:
+        raise UserError(f"unknown generator '{args.generator}'; choose one of {', '.join(sorted(REAL_IMAGES))}")
+    if not 1 <= args.n <= MAX_PREVIEW:
+        raise UserError(f"-n {args.n}: the number of synthetic images must be 1..{MAX_PREVIEW}")
+    out = args.out or results_root() / "previews" / f"{args.generator}.png"
+    if out.is_dir():
+        example = out / f"{args.generator}.png"
+        raise UserError(f"--out {out}: is a folder; give the image file to write, e.g. {example}")
+    if out.suffix.lower() not in PREVIEW_SUFFIXES:
+        raise UserError(f"--out {out}: name a {', '.join(PREVIEW_SUFFIXES)} file")
+    check_writable(out.parent, "--out")
     from microrepro.datasets.synthetic import preview
 
-    out = args.out or results_root() / "previews" / f"{args.generator}.png"
-    path = preview.preview_with_real(args.generator, out, n=args.n, seed=args.seed)
+    path = preview.preview_with_real(args.generator, out, n=args.n, seed=args.seed, data_root=data_sources.data_root())
     print(f"[preview] {path}")
     return 0
 
 
 def cmd_bench(args) -> int:
     from microrepro.common import bench
+    from microrepro.common.registry import PAPERS
 
+    for paper in args.papers:
+        if paper not in PAPERS:
+            raise UserError(f"bench: unknown paper '{paper}'; choose any of {', '.join(PAPERS)} (default: all)")
+    if args.repeats < 1:
+        raise UserError(f"--repeats {args.repeats}: must be at least 1")
     path = bench.run(args.papers or None, repeats=args.repeats, precision=args.precision)
     print(f"[bench] {path}")
     return 0
@@ -289,6 +425,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code (2 for an error the user can fix)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -300,11 +437,18 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: the run folder keeps its checkpoints; continue with --resume", file=sys.stderr)
+        print("\ninterrupted: the run folder keeps its checkpoints; run the same command again (or with --resume) "
+              "to continue", file=sys.stderr)
         return 130
+
+
+def _one_line(err: Exception) -> str:
+    """The error's message on one line (a multi-line message has its lines joined with '; ')."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return "; ".join(lines) or type(err).__name__
 
 
 if __name__ == "__main__":

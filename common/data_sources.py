@@ -1,11 +1,14 @@
-"""Where a paper's data comes from, resolved in a fixed order.
+"""Where a paper's data comes from, resolved in one fixed order by every command.
 
 1. ``--data-dir``: the dataset folder itself, or a folder of data sets holding ``<dataset>/``;
-2. the environment variable ``MICROREPRO_DATA`` naming a folder of data sets
-   (``.ci/run`` points it at ``../shared/data`` when that exists);
+2. the folder of data sets :func:`data_root`: ``$MICROREPRO_DATA`` when it is set, else
+   ``../shared/data`` beside the checkout when that exists (what the Makefile and ``.ci/run`` do);
 3. the download cache (pooch, with checksums) for data sets that have a public URL, when online;
 4. otherwise the paper's synthetic generator, announced on the console and recorded as
    "synthetic" in the run's provenance.
+
+``microrepro list``, ``reproduce``, ``evaluate`` and ``preview`` all use this module, so they find
+the same data inside and outside ``make``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from microrepro.common.errors import DataError
 
 DATA_ENV = "MICROREPRO_DATA"
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+ORDER = f"--data-dir, ${DATA_ENV} (else ../shared/data beside the checkout), the download cache"
 
 
 @dataclass
@@ -32,6 +37,31 @@ class DataSource:
         return "synthetic" if self.path is None else "real"
 
 
+def beside_checkout() -> Path:
+    """``../shared/data`` beside the repository checkout (it may not exist)."""
+    return CHECKOUT_ROOT.parent / "shared" / "data"
+
+
+def data_root() -> Path | None:
+    """The folder of real data sets: ``$MICROREPRO_DATA`` if set, else ``../shared/data`` if it exists.
+
+    A set ``$MICROREPRO_DATA`` is used alone (as in the Makefile), so pointing it at an empty folder
+    turns the real data off.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    shared = beside_checkout()
+    return shared if shared.is_dir() else None
+
+
+def describe_root() -> str:
+    """How :func:`data_root` was found, for messages (``$MICROREPRO_DATA`` or ``../shared/data``)."""
+    if os.environ.get(DATA_ENV):
+        return f"${DATA_ENV}"
+    return "../shared/data"
+
+
 def resolve(dataset: str, data_dir: str | Path | None = None, fetch=None) -> DataSource:
     """Resolve ``dataset`` (a folder name such as ``spines``) following the module's order.
 
@@ -39,19 +69,21 @@ def resolve(dataset: str, data_dir: str | Path | None = None, fetch=None) -> Dat
         dataset: name of the data set folder.
         data_dir: the user's ``--data-dir``; if given it must exist.
         fetch: optional callable ``() -> Path | None`` that downloads into the pooch cache.
+
+    Raises:
+        DataError: ``data_dir`` is given but is not a folder.
     """
     if data_dir is not None:
         data_dir = Path(data_dir).expanduser()
         if not data_dir.is_dir():
-            raise DataError(f"--data-dir {data_dir}: no such folder")
+            what = "is a file, not a folder" if data_dir.exists() else "no such folder"
+            raise DataError(f"--data-dir {data_dir}: {what}; give the data set folder or a folder of data sets")
         if (data_dir / dataset).is_dir():
             return DataSource(dataset, data_dir / dataset, f"--data-dir {data_dir / dataset}")
         return DataSource(dataset, data_dir, f"--data-dir {data_dir}")
-    env = os.environ.get(DATA_ENV)
-    if env:
-        candidate = Path(env).expanduser() / dataset
-        if candidate.is_dir():
-            return DataSource(dataset, candidate, f"${DATA_ENV}/{dataset}")
+    root = data_root()
+    if root is not None and (root / dataset).is_dir():
+        return DataSource(dataset, root / dataset, f"{describe_root()}/{dataset}")
     if fetch is not None:
         try:
             path = fetch()
@@ -64,5 +96,5 @@ def resolve(dataset: str, data_dir: str | Path | None = None, fetch=None) -> Dat
 
 
 def default_data_root() -> Path | None:
-    env = os.environ.get(DATA_ENV)
-    return Path(env) if env else None
+    """Kept for callers of the earlier name: the same as :func:`data_root`."""
+    return data_root()

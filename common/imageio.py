@@ -54,6 +54,48 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     return convert_channels(image, channels)
 
 
+def image_shape(path: str | Path) -> tuple[int, ...]:
+    """The shape :func:`read_image` would return, read from the file's header (no pixels decoded).
+
+    For TIFF the first series' shape is used (``(Z, H, W)`` for a z-stack, channel-first ``(C, H, W)``
+    moved last as ``read_image`` does); for png/jpg/bmp only ``(H, W)`` is returned: those hold one
+    plane.
+
+    Raises:
+        DataError: missing file, or a header that no decoder accepts, named in the message.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: image file not found")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                shape = tuple(int(v) for v in tif.series[0].shape)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                shape = (int(img.size[1]), int(img.size[0]))
+    except Exception as err:  # noqa: BLE001 - any decoder error becomes one clear line
+        raise DataError(f"{path}: unreadable image ({err})") from None
+    if 0 in shape or not shape:
+        raise DataError(f"{path}: empty image")
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+        shape = shape[1:] + shape[:1]  # channel-first TIFF, as read_image moves it
+    if len(shape) == 3 and shape[-1] == 1:
+        shape = shape[:2]
+    return shape
+
+
+def planes_in(shape: tuple[int, ...]) -> int:
+    """How many 2-D planes an image of ``shape`` (as :func:`read_image` returns it) holds."""
+    if len(shape) == 4 or (len(shape) == 3 and shape[-1] not in (1, 3, 4)):
+        return int(shape[0])
+    return 1
+
+
 def convert_channels(image: np.ndarray, channels: int | None) -> np.ndarray:
     """Convert an H×W or H×W×C array to the requested channel count (see ``read_image``)."""
     if channels is None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from microrepro.common.errors import ConfigError
-from microrepro.common.runs import REPO_ROOT, results_root
+from microrepro.common.errors import ConfigError, DataError
+from microrepro.common.runs import REPO_ROOT, read_json, results_root
 
 SCHEDULE_RANK = {"paper": 4, "long": 3, "short": 2, "smoke": 0}
 
@@ -35,7 +35,10 @@ def load_published(paper: str) -> dict:
     path = published_path(paper)
     if not path.is_file():
         raise ConfigError(f"{path}: missing (each paper types its published numbers there, once)")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     for table in data.get("tables", []):
         for row in table.get("rows", []):
             for key in ("model", "metric", "published", "source"):
@@ -45,11 +48,18 @@ def load_published(paper: str) -> dict:
 
 
 def load_runs(paper: str, root: Path | None = None) -> list[dict]:
-    """Published run summaries of ``paper``, newest first."""
+    """Published run summaries of ``paper``, newest first.
+
+    Raises:
+        DataError: a summary that is not valid JSON or lacks its provenance, naming the file.
+    """
     folder = (root or results_root()) / "runs" / paper
     runs = []
     for path in sorted(folder.glob("*.json")):
-        summary = json.loads(path.read_text())
+        summary = read_json(path, fix=f"restore it (e.g. git checkout -- {path.name}) or move it out of {folder}")
+        if not isinstance(summary, dict) or not isinstance(summary.get("provenance"), dict):
+            raise DataError(f"{path}: not a run summary (no provenance); move it out of {folder}")
+        summary.setdefault("metrics", {})
         summary["_file"] = path.name
         runs.append(summary)
     runs.sort(key=lambda r: r["provenance"].get("date", ""), reverse=True)
@@ -175,8 +185,9 @@ def render(paper: str, root: Path | None = None) -> Path:
         lines += ["## Provenance", ""]
         for run in runs:
             prov = run["provenance"]
+            run_id = f", run id `{prov['run_id']}`" if prov.get("run_id") else ""
             lines += [
-                f"### {prov.get('run')} ({run_label(run)})",
+                f"### {prov.get('run')} ({run_label(run)}{run_id})",
                 "",
                 f"- commit `{prov.get('commit')}`, config hash `{prov.get('config_hash')}`, seed {prov.get('seed')}, "
                 f"date {prov.get('date')}",

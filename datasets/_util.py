@@ -116,6 +116,28 @@ def csv_rows(path: Path, delimiter: str = ",") -> list[tuple[int, list[str]]]:
     return rows
 
 
+def inside(folder: Path, name: str, csv_path: Path, line: int, column: str = "filename") -> Path:
+    """``folder / name`` for a file name read from a CSV, refusing one that would leave ``folder``.
+
+    A name may hold sub-folders (``a/b.png``) but no ``..`` part, no absolute path and no drive, so a
+    labels file can never make a loader read outside its data folder.
+
+    Raises:
+        DataError: naming the CSV file, its line and the offending name.
+    """
+    from pathlib import PurePosixPath, PureWindowsPath
+
+    text = name.strip()
+    posix, windows = PurePosixPath(text.replace("\\", "/")), PureWindowsPath(text)
+    if (not text or posix.is_absolute() or windows.is_absolute() or windows.drive
+            or ".." in posix.parts or text.startswith("~")):
+        raise DataError(
+            f"{csv_path}, line {line}: column '{column}' = {name!r} points outside {folder}; "
+            "give a file name relative to that folder"
+        )
+    return folder / posix
+
+
 def to_float(value: str, path: Path, line: int, column: str) -> float:
     """Parse one CSV value as a finite float, or raise a DataError naming file, line and column."""
     try:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from microrepro.common.errors import DataError
-from microrepro.datasets._util import csv_rows, header_index, to_float
+from microrepro.datasets._util import csv_rows, header_index, inside, to_float
 from microrepro.datasets.base import Sample
 from microrepro.datasets.splits import group_split
 
@@ -109,7 +109,10 @@ def load(root: str | Path) -> list[Sample]:
     for record in table:
         name = f"{record['dataset']}_{record['uid']}.png"
         folder, other = ("atypical", "normal") if record["atypical"] else ("normal", "atypical")
-        path = root / "patches" / folder / name
+        if "/" in name or "\\" in name:
+            raise DataError(f"{root / CSV_NAME}, line {record['line']}: dataset/uid {name!r} holds a path "
+                            "separator; a crop name is <dataset>_<uid>.png inside patches/")
+        path = inside(root / "patches" / folder, name, root / CSV_NAME, record["line"], "uid")
         if not path.is_file():
             if (root / "patches" / other / name).is_file():
                 raise DataError(

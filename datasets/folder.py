@@ -11,7 +11,8 @@ Layout::
 Rules: ``image`` is the file name (``a.png``) or its stem (``a``); x, y are pixels (column, row);
 ``class`` is an integer, or a name (names are numbered in sorted order, ``meta["class_names"]``);
 an image with no row is a valid image with no object; a row naming an unknown image, a missing
-column or a non-numeric value is an error naming the file and line. With both ``masks/`` and
+column, a non-numeric value or a point outside its image (``0 <= x <= width``, ``0 <= y <= height``)
+is an error naming the file and line. With both ``masks/`` and
 ``points.csv`` present, say which to use with ``annotations=``.
 """
 
@@ -22,7 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from microrepro.common.errors import DataError
-from microrepro.datasets._util import check_same_size, csv_rows, header_index, list_images, read_label_mask, to_float
+from microrepro.datasets._util import (
+    check_same_size,
+    csv_rows,
+    header_index,
+    image_size,
+    list_images,
+    read_label_mask,
+    to_float,
+)
 from microrepro.datasets.base import Sample, mask_to_objects
 
 POINTS_CSV, MASKS_DIR, META_YAML = "points.csv", "masks", "meta.yaml"
@@ -71,6 +80,8 @@ def read_points_csv(path: Path, images: list[Path]) -> tuple[dict[str, tuple[lis
     index = header_index(path, header, ("image", "x", "y"))
     by_name = {p.name: p.stem for p in images} | {p.stem: p.stem for p in images}
     per_image: dict[str, tuple[list, list]] = {p.stem: ([], []) for p in images}
+    sizes: dict[str, tuple[int, int]] = {}
+    path_by_stem = {p.stem: p for p in images}
     raw_classes = []
     for line, fields in rows[1:]:
         if len(fields) != len(header):
@@ -81,6 +92,11 @@ def read_points_csv(path: Path, images: list[Path]) -> tuple[dict[str, tuple[lis
         stem = by_name[name]
         x = to_float(fields[index["x"]], path, line, "x")
         y = to_float(fields[index["y"]], path, line, "y")
+        if stem not in sizes:
+            sizes[stem] = image_size(path_by_stem[stem])
+        width, height = sizes[stem]
+        if not (0 <= x <= width and 0 <= y <= height):
+            raise DataError(f"{path}, line {line}: point ({x:g}, {y:g}) lies outside {name} ({width}x{height} px)")
         per_image[stem][0].append((x, y))
         raw_classes.append((stem, line, fields[index["class"]] if "class" in index else "0"))
     class_names = None

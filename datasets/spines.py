@@ -10,6 +10,10 @@ Each CSV row is the 15×15 px square around one spine centre: ``xmin = centre - 
 ``xmax = xmin + 14``, so the centre is the box midpoint. Some boxes cross the image border.
 
 Choices made here:
+- a file name is relative to ``<split>/`` and may not leave it (no ``..``, no absolute path);
+- a box whose centre lies outside its image (the CSV ``width``/``height``, which must match the
+  image file) is an error naming the CSV line; a box that only crosses the border is normal (a
+  spine at the edge) and is clipped without a warning;
 - points are the midpoints of the boxes as written (before clipping), i.e. the annotated centres;
 - boxes are the CSV corners clipped to the image ``[0, width] × [0, height]``, in the same
   continuous coordinates the authors fed the TF Object Detection API (so 14 px wide, not 15);
@@ -30,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from microrepro.common.errors import DataError
-from microrepro.datasets._util import csv_rows, header_index, list_images, natural_key, to_float
+from microrepro.datasets._util import csv_rows, header_index, image_size, inside, list_images, natural_key, to_float
 from microrepro.datasets.base import Sample
 
 PIXELS_PER_UM = 15.36
@@ -80,26 +84,43 @@ def load(root: str | Path, split: str = "train", include_unlabelled: bool = Fals
 
     boxes_by_file: dict[str, list[list[float]]] = defaultdict(list)
     size_by_file: dict[str, tuple[float, float]] = {}
+    first_line: dict[str, int] = {}
     for line, fields in rows[1:]:
         if len(fields) < len(index):
             raise DataError(f"{labels_csv}, line {line}: {len(fields)} values, expected {len(COLUMNS)}")
         name = fields[index["filename"]]
+        inside(folder, name, labels_csv, line)
         width = to_float(fields[index["width"]], labels_csv, line, "width")
         height = to_float(fields[index["height"]], labels_csv, line, "height")
+        if width <= 0 or height <= 0:
+            raise DataError(f"{labels_csv}, line {line}: width and height must be positive, not {width:g}x{height:g}")
         corners = [to_float(fields[index[c]], labels_csv, line, c) for c in ("xmin", "ymin", "xmax", "ymax")]
         if corners[2] < corners[0] or corners[3] < corners[1]:
             raise DataError(f"{labels_csv}, line {line}: xmax < xmin or ymax < ymin ({corners})")
+        cx, cy = (corners[0] + corners[2]) / 2, (corners[1] + corners[3]) / 2
+        if not (0 <= cx <= width and 0 <= cy <= height):
+            raise DataError(
+                f"{labels_csv}, line {line}: box {corners} of {name} has its centre outside the "
+                f"{width:g}x{height:g} image; fix the row (boxes may cross the border, not lie outside it)"
+            )
         if size_by_file.setdefault(name, (width, height)) != (width, height):
             raise DataError(f"{labels_csv}, line {line}: {name} has two different sizes in the CSV")
+        first_line.setdefault(name, line)
         boxes_by_file[name].append(corners)
 
     samples = []
     for name in sorted(boxes_by_file, key=natural_key):
-        path = folder / name
+        path = inside(folder, name, labels_csv, first_line[name])
         if not path.is_file():
-            raise DataError(f"{path}: image listed in {labels_csv.name} not found")
-        raw = np.asarray(boxes_by_file[name], np.float32)
+            raise DataError(f"{path}: image listed in {labels_csv.name} (line {first_line[name]}) not found")
         width, height = size_by_file[name]
+        if image_size(path) != (int(width), int(height)):
+            actual = "x".join(str(v) for v in image_size(path))
+            raise DataError(
+                f"{labels_csv}, line {first_line[name]}: {name} is {actual} px but the CSV says "
+                f"{width:g}x{height:g}; fix the row (boxes are clipped to that size)"
+            )
+        raw = np.asarray(boxes_by_file[name], np.float32)
         # Points come from the unclipped box: clipping a border box would move its centre.
         points = np.stack([(raw[:, 0] + raw[:, 2]) / 2, (raw[:, 1] + raw[:, 3]) / 2], axis=1)
         boxes = np.clip(raw, 0, [width, height, width, height]).astype(np.float32)

@@ -101,6 +101,48 @@ def test_spines_errors_name_file_and_line(tmp_path):
         spines.load(root)
 
 
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("../../x.jpg,40,30,dendrite,1,2,15,16", r"line 2: column 'filename' = '\.\./\.\./x\.jpg' points outside"),
+        ("/etc/x.jpg,40,30,dendrite,1,2,15,16", "line 2: column 'filename' = '/etc/x.jpg' points outside"),
+        ("sub/../../x.jpg,40,30,dendrite,1,2,15,16", "points outside"),
+        ("img1.jpg,40,30,dendrite,-30,-20,-16,-6", "line 2: box .* centre outside the 40x30 image"),
+        ("img1.jpg,40,30,dendrite,50,2,64,16", "line 2: box .* centre outside"),
+        ("img1.jpg,0,30,dendrite,1,2,15,16", "line 2: width and height must be positive"),
+        ("img1.jpg,400,300,dendrite,1,2,15,16", "line 2: img1.jpg is 40x30 px but the CSV says 400x300"),
+    ],
+)
+def test_spines_rows_that_leave_the_folder_or_the_image_are_errors(tmp_path, row, message):
+    root = _spines_fixture(tmp_path)
+    (root / "train_labels.csv").write_text(SPINES_HEADER + row + "\n")
+    with pytest.raises(DataError, match=f"train_labels.csv, {message}" if "line" in message else message):
+        spines.load(root)
+
+
+def test_spines_boxes_crossing_the_border_are_clipped_not_refused(tmp_path):
+    root = _spines_fixture(tmp_path)
+    (root / "train_labels.csv").write_text(SPINES_HEADER + "img1.jpg,40,30,dendrite,-7,-7,7,7\n")
+    (sample,) = spines.load(root)
+    np.testing.assert_array_equal(sample.boxes, [[0, 0, 7, 7]])
+    np.testing.assert_array_equal(sample.points, [[0, 0]])
+
+
+@pytest.mark.parametrize("name", ["a.png", "sub/a.png"])
+def test_inside_accepts_relative_names(tmp_path, name):
+    from microrepro.datasets._util import inside
+
+    assert inside(tmp_path, name, tmp_path / "l.csv", 2) == tmp_path / name
+
+
+@pytest.mark.parametrize("name", ["../a.png", "/abs/a.png", "C:\\x.png", "..\\a.png", "~/a.png", "", "a/../../b"])
+def test_inside_refuses_names_that_leave_the_folder(tmp_path, name):
+    from microrepro.datasets._util import inside
+
+    with pytest.raises(DataError, match=r"l.csv, line 2: column 'filename'"):
+        inside(tmp_path, name, tmp_path / "l.csv", 2)
+
+
 # --------------------------------------------------------------------------------------- splits
 def _counted(n_per_count: dict[int, int]) -> list[Sample]:
     samples, k = [], 0
@@ -415,6 +457,14 @@ def test_amibr_wrong_class_folder_is_an_error(tmp_path):
         amibr.load(root)
 
 
+def test_amibr_uid_cannot_name_a_file_outside_patches(tmp_path):
+    root = _amibr_fixture(tmp_path)
+    csv_path = root / "AMI-BR.csv"
+    csv_path.write_text(csv_path.read_text().replace("MIDOG21,3,", "MIDOG21,../../../x,"))
+    with pytest.raises(DataError, match="AMI-BR.csv, line 4: .*uid.*path separator"):
+        amibr.load(root)
+
+
 def test_amibr_slide_split_and_mosaic(tmp_path):
     samples = amibr.load(_amibr_fixture(tmp_path))
     train, val = amibr.slide_split(samples, 0.25, seed=0)
@@ -477,6 +527,8 @@ def test_folder_points_csv_with_meta_yaml(tmp_path):
         ("image,x,y\na.png,1,2\na.png,one,2\n", "line 3: column 'x' is not a number"),
         ("image,x,y\nz.png,1,2\n", "line 2: image 'z.png' is not in"),
         ("image,x,y\na.png,1\n", "line 2: 2 values, expected 3"),
+        ("image,x,y\na.png,1,2\na.png,-1,2\n", r"line 3: point \(-1, 2\) lies outside a.png \(10x10 px\)"),
+        ("image,x,y\na.png,1,11\n", r"line 2: point \(1, 11\) lies outside"),
     ],
 )
 def test_folder_malformed_csv_names_file_and_line(tmp_path, text, message):

@@ -36,16 +36,128 @@ notes: ["F1 is 0.9 in the table"]
 def test_run_folder_refuses_overwrite_and_resumes(tmp_path):
     run = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run")
     run.add_metrics("net", "val", {"f1": 0.5}, runs.DataInfo("real", "toyset", 3, "abc"))
-    with pytest.raises(UserError, match="already holds a run"):
-        runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run")
-    again = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run", resume=True)
+    # unfinished (interrupted or failed): the same command continues it, with or without --resume
+    assert runs.run_state(tmp_path / "run") == "unfinished"
+    again = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run")
+    assert again.continued and again.run_id == run.run_id
     assert again.metrics == {"net": {"val": {"f1": 0.5}}}
+    with pytest.raises(UserError, match="different config"):
+        runs.Run.create("toy", Cfg(lr=1.0), "paper", "short", 0, out=tmp_path / "run")
+    with pytest.raises(UserError, match="--seed 0, not 3"):
+        runs.Run.create("toy", Cfg(), "paper", "short", 3, out=tmp_path / "run")
+    again.finish()
+    assert runs.run_state(tmp_path / "run") == "finished"
+    with pytest.raises(UserError, match="already holds a finished run"):
+        runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run")
+    resumed = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run", resume=True)
+    assert resumed.metrics == {"net": {"val": {"f1": 0.5}}}
     with pytest.raises(UserError, match="different config"):
         runs.Run.create("toy", Cfg(lr=1.0), "paper", "short", 0, out=tmp_path / "run", resume=True)
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
     assert prov["splits"]["val"]["kind"] == "real"
     assert prov["backend"] in ("tensorflow", "jax", "torch")
-    assert prov["config_hash"] and prov["commit"]
+    assert prov["config_hash"] and prov["commit"] and prov["run_id"] == run.run_id
+
+
+def test_a_config_only_folder_of_a_failed_start_is_continued(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"name": "toy", "lr": 0.1}))
+    assert runs.run_state(tmp_path / "run") == "unfinished"
+    assert runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run").continued
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: None, "no such run folder"),
+    (lambda p: p.mkdir(), "empty folder, not a run"),
+    (lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), "holds no run"),
+])
+def test_resume_only_continues_a_run(tmp_path, make, message):
+    make(tmp_path / "x")
+    with pytest.raises(UserError, match=message) as err:
+        runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "x", resume=True)
+    assert "drop --resume" in str(err.value)
+
+
+def test_a_non_run_folder_is_never_written_into(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="holds no run"):
+        runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "x")
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["notes.txt"]
+
+
+def test_a_run_folder_of_an_older_version_counts_as_finished(tmp_path):
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": "toy", "lr": 0.1}))
+    (folder / "provenance.json").write_text(json.dumps({"paper": "toy", "preset": "paper"}))
+    (folder / "metrics.json").write_text(json.dumps({"net": {"val": {"f1": 0.5}}}))
+    assert runs.run_state(folder) == "finished"
+    opened = runs.Run.open("toy", folder, Cfg())
+    assert opened.run_id == runs.legacy_run_id(folder) and opened.status == "finished"
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "", "a\\b", "x/../../y"])
+def test_names_that_become_folders_cannot_leave_runs(tmp_path, name):
+    with pytest.raises(UserError, match="folder name"):
+        runs.Run.create("toy", Cfg(name=name), "paper", "short", 0, runs_root=tmp_path / "runs")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_json_names_the_file(tmp_path):
+    run = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run")
+    run.save()
+    (tmp_path / "run" / "provenance.json").write_text("{not json")
+    with pytest.raises(UserError, match=r"provenance.json: corrupt JSON"):
+        runs.load_run(tmp_path / "run")
+    with pytest.raises(UserError, match=r"provenance.json: corrupt JSON"):
+        runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run", resume=True)
+
+
+def test_corrupt_weights_are_found_before_loading(tmp_path):
+    import h5py
+
+    folder = tmp_path / "run" / "train" / "net"
+    folder.mkdir(parents=True)
+    with h5py.File(folder / "best.weights.h5", "w") as fh:
+        fh["w"] = [1.0, 2.0]
+    runs.check_weights(tmp_path / "run")
+    (folder / "last.weights.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(UserError, match=r"last.weights.h5: corrupt weights file"):
+        runs.check_weights(tmp_path / "run")
+    good = (folder / "best.weights.h5").read_bytes()
+    (folder / "last.weights.h5").write_bytes(good[: len(good) // 2])  # truncated
+    with pytest.raises(UserError, match=r"last.weights.h5: corrupt weights file"):
+        runs.check_weights(tmp_path / "run")
+
+
+def test_writable_check_names_the_option(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="--out .*is a file"):
+        runs.check_writable(tmp_path / "file" / "sub", "--out")
+    assert runs.check_writable(tmp_path / "new" / "deeper", "--out") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()
+
+
+def test_publish_never_replaces_another_runs_summary(tmp_path):
+    out_root = tmp_path / "results"
+    shipped = out_root / "runs" / "toy" / "same.json"
+    shipped.parent.mkdir(parents=True)
+    shipped.write_text(json.dumps({"provenance": {"run": "same", "schedule": "short"}, "metrics": {}}))
+    before = shipped.read_text()
+    first = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "a" / "same")
+    first.add_metrics("net", "val", {"f1": 0.5})
+    target = first.publish(out_root)
+    assert target == shipped.parent / f"same-{first.run_id}.json" and shipped.read_text() == before
+    first.add_metrics("net", "val", {"f1": 0.6})
+    assert first.publish(out_root) == target  # the same run updates its own summary
+    assert json.loads(target.read_text())["metrics"]["net"]["val"]["f1"] == 0.6
+    reopened = runs.Run.open("toy", tmp_path / "a" / "same", Cfg())
+    assert reopened.publish(out_root) == target  # evaluate after reproduce: still its own file
+    other = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "b" / "same")
+    assert other.publish(out_root) not in (shipped, target)
+    assert other.publish(out_root, replace=True) == shipped and shipped.read_text() != before
+    assert len(list(shipped.parent.glob("*.json"))) == 3
 
 
 def test_table_has_published_beside_reproduced_with_data_and_delta(tmp_path, monkeypatch):
