@@ -1,33 +1,37 @@
 """MITOS-RCNN data handling: fields, MITOS-BOXES-style boxes, 299 px subsections, augmentation.
 
-A *field* is a Sample holding a whole image (an HPF in the paper; a 512x512 AMi-Br mosaic or a
-synthetic H&E field here) with its mitosis centroids (``points``, ``labels`` 0) and, where the
-data has them, look-alikes ("not mitotic figure", class 1: the synthetic generator's confusers).
+A *field* is a Sample holding a whole image (an HPF in the paper; a 512x512 field of the AMi-Br
+detection benchmark or a synthetic H&E field here) with its mitosis centroids (``points``,
+``labels`` 0) and, where the data has them, look-alikes ("not mitotic figure", class 1: the
+synthetic generator's confusers).
 
 Subsections (Sec. IV-A): the paper cuts each 1539x1376 HPF into 4x4 subsections (~385x344 px)
 and resizes each to 299x299 (x0.78). We keep that SCALE rather than the 4x4 count, so objects
 have the paper's size in the network input whatever the field size: a subsection is
-``round(input_size / scale)`` source px. Training subsections are cut at random positions (so
-that the 128 px seams of the AMi-Br mosaics, and the figure at each crop's centre, do not sit at
-fixed places in the input); boxes are squares of ``box_um`` around each centroid ("MITOS-BOXES":
-the paper drew them by hand; we only have centroids).
+``round(input_size / scale)`` source px. Training subsections are cut at random positions; boxes
+are squares of ``box_um`` around each centroid ("MITOS-BOXES": the paper drew them by hand; we
+only have centroids).
 
 Augmentation (Sec. IV-A): rotations by 90/180/270 degrees (on the fly, ``common.augment.rot90``)
 and Macenko-normalised copies of every training field next to the originals
 (``datasets/stain.py``).
 
-Fields (:func:`load_fields`): real-appearance 512x512 mosaics of AMi-Br crops
-(``datasets/amibr``), split by slide into training and ``real_mosaic`` test fields, and synthetic
-H&E fields of both scanner profiles (``datasets/synthetic/he_fields``) for the ``synthetic_test``
-split (and for training when no real data is found).
+Fields (:func:`load_fields`): the AMi-Br crops are split by slide; each part is built into
+``datasets/amibr_benchmark`` fields (windows of one shape distribution with and without a
+figure, at random offsets, in random strip layouts): training fields (and the training-slide
+fields the threshold is chosen on) and ``real_bench`` test fields. The old 4x4 mosaics of whole
+crops (``amibr.mosaics``, a figure at every 128 px tile centre) are built only for the baselines'
+``real_mosaic`` contrast. Synthetic H&E fields of both scanner profiles
+(``datasets/synthetic/he_fields``) give the ``synthetic_test`` split (and training fields when no
+real data is found).
 
 Reference: MITOS-RCNN Sec. III-IV-A, Table I.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from dataclasses import field as _field
 from pathlib import Path
 
 import cv2
@@ -235,10 +239,13 @@ class Fields:
     Attributes:
         train: training fields (Samples).
         tune: training-slide fields on which the score threshold is chosen.
-        tests: ``{split: (fields, DataInfo)}``: ``synthetic_test`` always, ``real_mosaic`` with real data.
+        tests: ``{split: (fields, DataInfo)}``: ``synthetic_test`` always, ``real_bench`` with real data.
         kind: "real" or "synthetic" (what the detectors were trained on).
         note: a short description of the training fields.
-        timing_crops: the held-out AMi-Br crops a timing field is tiled from (real data only).
+        timing_crops: the held-out AMi-Br crops a timing field is built from (real data only).
+        baseline_sets: ``{split: (training fields, test fields, DataInfo)}`` for the baselines
+            (``baselines.evaluate_baselines``): ``real_bench`` and the old ``real_mosaic`` with real
+            data, ``synthetic_test`` without.
     """
 
     train: list
@@ -247,6 +254,7 @@ class Fields:
     kind: str
     note: str
     timing_crops: list
+    baseline_sets: dict = _field(default_factory=dict)
 
 
 def _synthetic_fields(n: int, d, size: tuple[int, int]) -> list[Sample]:
@@ -260,19 +268,58 @@ def _synthetic_fields(n: int, d, size: tuple[int, int]) -> list[Sample]:
     return aperio + hamamatsu
 
 
+def benchmark_config(cfg):
+    """The ``amibr_benchmark.BenchmarkConfig`` of a run: its defaults, overridden by ``data.bench_*``
+    keys when the config has them (``bench_field_size``, ``bench_figure_fraction``, ``bench_inset_um``,
+    ``bench_negative_margin_um``)."""
+    from microrepro.datasets.amibr_benchmark import BenchmarkConfig
+
+    base, d = BenchmarkConfig(), cfg.data
+    return BenchmarkConfig(
+        field_size=tuple(int(v) for v in getattr(d, "bench_field_size", base.field_size)),
+        figure_fraction=float(getattr(d, "bench_figure_fraction", base.figure_fraction)),
+        inset_um=float(getattr(d, "bench_inset_um", base.inset_um)),
+        negative_margin_um=float(getattr(d, "bench_negative_margin_um", base.negative_margin_um)),
+    )
+
+
+def _real_fields(cfg, root, seed: int):
+    """Benchmark fields of both slide parts and the old mosaics (contrast), capped by ``data.max_*_fields``."""
+    from microrepro.datasets import amibr
+    from microrepro.datasets import amibr_benchmark as bench
+
+    d = cfg.data
+    crops = amibr.load(root)
+    context = bench.figure_context(crops, amibr.read_table(root))
+    train_crops, test_crops = amibr.slide_split(crops, d.test_fraction, seed)
+    bcfg = benchmark_config(cfg)
+    train = bench.build_fields(train_crops, context, d.max_train_fields, seed, bcfg, "amibr_bench_train")
+    test = bench.build_fields(test_crops, context, d.max_test_fields, seed + 1, bcfg, "amibr_bench_test")
+    grid = tuple(int(v) for v in d.mosaic_grid)
+    old_train = [bench.mosaic_windows(m) for m in amibr.mosaics(train_crops, grid, seed)]
+    old_test = [bench.mosaic_windows(m) for m in amibr.mosaics(test_crops, grid, seed + 1)]
+    if d.max_train_fields:
+        old_train = old_train[: d.max_train_fields]
+    if d.max_test_fields:
+        old_test = old_test[: d.max_test_fields]
+    if not train or not test:
+        raise UserError(f"{root}: too few AMi-Br crops for benchmark fields on both sides of the slide split")
+    return train, test, old_train, old_test, test_crops, bcfg
+
+
 def load_fields(cfg, data, seed: int) -> Fields:
     """Training, tuning and test fields with their DataInfo.
 
     Args:
         cfg: ``MitosRCNNConfig``.
         data: ``DataSource`` (``path`` None = no real data: train on synthetic fields).
-        seed: slide split and mosaic seed.
+        seed: slide split and field seed (training fields ``seed``, test fields ``seed + 1``).
 
     Returns:
         :class:`Fields`.
 
     Raises:
-        UserError: too few AMi-Br crops for mosaics on both sides of the slide split.
+        UserError: too few AMi-Br crops for benchmark fields on both sides of the slide split.
 
     Reference: MITOS-RCNN Sec. III (MITOS/AMIDA/ATYPIA HPFs of two scanners, Table I); our data
         differs (README "Our data").
@@ -288,33 +335,31 @@ def load_fields(cfg, data, seed: int) -> Fields:
         synth_test += he_fields.generate(d.synthetic_test_fields, d.synthetic_seed + 1 + k, test_config)
     note = (f"{size[0]}x{size[1]} fields, {d.synthetic_test_mitoses_per_mm2:g} mitoses/mm2, "
             f"seed {d.synthetic_seed}")
-    tests = {"synthetic_test": (synth_test, DataInfo("synthetic", "he_fields (aperio + hamamatsu)",
-                                                     len(synth_test), "", note))}
+    synth_info = DataInfo("synthetic", "he_fields (aperio + hamamatsu)", len(synth_test), "", note)
+    tests = {"synthetic_test": (synth_test, synth_info)}
     if data.path is None:
         print("[mitos_rcnn] no real data found: training on SYNTHETIC H&E fields (datasets/synthetic/he_fields)")
         train = _synthetic_fields(d.synthetic_train_fields, d, size)
-        return Fields(train, train[: d.tune_fields], tests, "synthetic", "synthetic he_fields", [])
-    from microrepro.datasets import amibr
-
-    crops = amibr.load(data.path)
-    train_crops, test_crops = amibr.slide_split(crops, d.test_fraction, seed)
-    grid = tuple(int(v) for v in d.mosaic_grid)
-    train = amibr.mosaics(train_crops, grid, seed)
-    test = amibr.mosaics(test_crops, grid, seed + 1)
-    if d.max_train_fields:
-        train = train[: d.max_train_fields]
-    if d.max_test_fields:
-        test = test[: d.max_test_fields]
-    if not train or not test:
-        raise UserError(f"{data.path}: too few AMi-Br crops for {grid[0]}x{grid[1]} mosaics on both sides of the "
-                        "slide split")
+        return Fields(train, train[: d.tune_fields], tests, "synthetic", "synthetic he_fields", [],
+                      {"synthetic_test": (train, synth_test, synth_info)})
+    train, test, old_train, old_test, test_crops, bcfg = _real_fields(cfg, data.path, seed)
     checksum = checksum_files([Path(c.image_path) for c in test_crops])
-    note = f"{grid[0]}x{grid[1]} mosaics of 128 px AMi-Br crops, held-out slides; mitoses only"
-    tests["real_mosaic"] = (test, DataInfo("real", "mitosis_amibr", len(test), checksum, note))
+    h, w = bcfg.field_size
+    note = (f"amibr_benchmark: {h}x{w} fields of {bcfg.short_side[0]}-{bcfg.long_side[1]} px windows cut at random "
+            f"offsets, {bcfg.figure_fraction:g} of them with a figure, random strip layout; held-out slides; "
+            "mitoses only")
+    info = DataInfo("real", "mitosis_amibr", len(test), checksum, note)
+    tests["real_bench"] = (test, info)
+    grid = tuple(int(v) for v in d.mosaic_grid)
+    old_info = DataInfo("real", "mitosis_amibr", len(old_test), checksum,
+                        f"OLD {grid[0]}x{grid[1]} mosaics of whole 128 px crops (a figure at every tile centre), "
+                        "held-out slides; baselines only")
+    sets = {"real_bench": (train, test, info), "real_mosaic": (old_train, old_test, old_info)}
+    train_fields = list(train)
     if d.train_on_synthetic_too:
-        train = train + _synthetic_fields(d.synthetic_train_fields, d, size)
+        train_fields += _synthetic_fields(d.synthetic_train_fields, d, size)
     tune = train[-d.tune_fields :] if d.tune_fields else train
-    return Fields(train, tune, tests, "real", "AMi-Br mosaics", list(test_crops))
+    return Fields(train_fields, tune, tests, "real", "AMi-Br benchmark fields", list(test_crops), sets)
 
 
 def training_subsections(cfg, fields: list[Sample], seed: int) -> tuple[Subsections, dict]:
@@ -339,19 +384,18 @@ def training_subsections(cfg, fields: list[Sample], seed: int) -> tuple[Subsecti
 
 
 def timing_field(height: int, width: int, crops: list) -> tuple[Sample, str]:
-    """A ``height`` x ``width`` field to time: an AMi-Br mosaic of ``crops`` when there are enough,
-    else a synthetic H&E field; returns ``(field, what)``.
+    """A ``height`` x ``width`` field to time: an ``amibr_benchmark`` field of ``crops`` when they
+    are enough, else a synthetic H&E field; returns ``(field, what)``.
 
     Reference: MITOS-RCNN Sec. V-B.3 and Table I (an Aperio x40 frame is 1539 x 1376 px).
     """
     if crops:
-        from microrepro.datasets import amibr
+        from microrepro.datasets import amibr_benchmark as bench
 
-        rows, cols = math.ceil(height / amibr.CROP), math.ceil(width / amibr.CROP)
-        if rows * cols <= len(crops):
-            m = amibr.mosaic(crops, (rows, cols), seed=0)
-            m.image_array = np.ascontiguousarray(m.image_array[:height, :width])
-            return m, "mitosis_amibr mosaic"
+        config = bench.BenchmarkConfig(field_size=(int(height), int(width)))
+        built = bench.build_fields(crops, bench.figure_context(crops), 1, 0, config, "timing")
+        if built:
+            return built[0], "mitosis_amibr benchmark field"
     from microrepro.datasets.synthetic import he_fields
 
     return he_fields.generate(1, 7, he_fields.HEConfig(image_size=(height, width)))[0], "he_fields"

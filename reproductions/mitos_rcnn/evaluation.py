@@ -203,7 +203,7 @@ def evaluate_model(run, key: str, model, cfg, tests: dict, threshold: float) -> 
         sweeps[split] = sweep
         print(f"[mitos_rcnn] {key} on {split}: P {total.precision:.3f} R {total.recall:.3f} F1 {total.f1:.3f} "
               f"(threshold {threshold})")
-        if split == "real_mosaic" or (split == "synthetic_test" and "real_mosaic" not in tests):
+        if split == "real_bench" or (split == "synthetic_test" and "real_bench" not in tests):
             _overlays(run, key, detections, test_fields, threshold, cfg)
     return sweeps
 

@@ -2,7 +2,7 @@
 
 ``reproduce`` runs on synthetic fields (no data folder) for the cascade model only, then
 ``evaluate`` and ``predict`` on the run; a second test builds the real-data fields and
-subsections (AMi-Br mosaics, split by slide) without training.
+subsections (AMi-Br benchmark fields, split by slide) and the baselines without training.
 """
 
 from __future__ import annotations
@@ -28,8 +28,11 @@ def test_reproduce_smoke_schedule_on_synthetic_fields(tmp_path):
     TASK.reproduce(run, DataSource("mitosis_amibr", None, "synthetic"))
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics) == {"fig4_confusion", "mitos_rcnn"}
+    assert set(metrics) == {"fig4_confusion", "mitos_rcnn", "baseline_position", "baseline_log_blobs"}
     assert metrics["fig4_confusion"]["paper_fig4"]["f1_top"] == pytest.approx(144 / 203)
+    for baseline in ("baseline_position", "baseline_log_blobs"):  # fitted on the training fields, beside the model
+        assert set(metrics[baseline]) == {"synthetic_test"}
+        assert {"precision", "recall", "f1", "tp", "fp", "fn", "train_f1"} <= set(metrics[baseline]["synthetic_test"])
     assert set(metrics["mitos_rcnn"]) == {"synthetic_test", "timing"}  # no real data -> no real row
     row = metrics["mitos_rcnn"]["synthetic_test"]
     assert {"precision", "recall", "f1", "threshold", "f1_oracle", "tp", "fp", "fn"} <= set(row)
@@ -102,17 +105,22 @@ def test_reproduce_smoke_schedule_on_synthetic_fields(tmp_path):
     assert TASK.predict(tmp_path / "run", images[:1], tmp_path / "pred6", threshold=0.5)[-1].name == "counts.csv"
 
 
-def test_real_fields_are_split_by_slide_and_boxed(shared_data):
+def test_real_fields_are_split_by_slide_and_boxed(shared_data, tmp_path):
     root = shared_data("mitosis_amibr")
     cfg = TASK.load_config("paper", "smoke", {"data": {"max_train_fields": 3, "max_test_fields": 2, "macenko": False}})
     fields = data_lib.load_fields(cfg, DataSource("mitosis_amibr", root, "test"), seed=0)
-    test_fields, info = fields.tests["real_mosaic"]
-    assert info.kind == "real" and info.n_images == 2 and fields.kind == "real"
-    assert all(f.image.shape == (512, 512, 3) and len(f.points) >= 16 for f in fields.train + test_fields)
-    train_ids = {t for f in fields.train for t in f.meta["tiles"]}
-    test_ids = {t for f in test_fields for t in f.meta["tiles"]}
+    test_fields, info = fields.tests["real_bench"]
+    assert info.kind == "real" and info.n_images == 2 and fields.kind == "real" and "real_mosaic" not in fields.tests
+    assert all(f.image.shape == (512, 512, 3) and len(f.points) >= 1 for f in fields.train + test_fields)
+    train_ids = {src[0] for f in fields.train for src in f.meta["sources"]}
+    test_ids = {src[0] for f in test_fields for src in f.meta["sources"]}
     assert not train_ids & test_ids
-    assert fields.tune == fields.train[-cfg.data.tune_fields :] and fields.timing_crops
+    assert {c.id for c in fields.timing_crops} >= test_ids
+    assert fields.tune == fields.train[-cfg.data.tune_fields :]
+    # the old mosaics are only there for the baselines' contrast, on the same slide split
+    old_train, old_test, old_info = fields.baseline_sets["real_mosaic"]
+    assert len(old_train) == 3 and len(old_test) == 2 and all(len(f.meta["windows"]) == 16 for f in old_test)
+    assert not {t for f in old_train for t in f.meta["tiles"]} & test_ids
     subs, sub_info = data_lib.training_subsections(cfg, fields.train, seed=0)
     assert sub_info["subsections"] == 3 * cfg.data.tiles_per_field == len(subs)
     valid = subs.classes >= 0
@@ -120,3 +128,13 @@ def test_real_fields_are_split_by_slide_and_boxed(shared_data):
     sides = subs.boxes[valid][:, 2] - subs.boxes[valid][:, 0]
     # 10 um = 40 px at 0.25 um/px, x 96/124 input px per source px (smoke scale), clipped at edges
     assert sides.max() == pytest.approx(40 * 96 / 124, abs=0.01)
+
+    cfg = TASK.load_config("paper", "smoke", {"models": ["mitos_rcnn"]})
+    run = Run.create("mitos_rcnn", cfg, "paper", "smoke", 0, out=tmp_path / "run")
+    from microrepro.reproductions.mitos_rcnn import baselines
+
+    chosen = baselines.evaluate_baselines(run, cfg, fields.baseline_sets)
+    assert chosen["real_mosaic"]["position"] == "grid_128px"  # the old fields: a figure at every tile centre
+    assert run.metrics["baseline_position"]["real_mosaic"]["f1"] > 0.9
+    assert run.metrics["baseline_position"]["real_bench"]["f1"] < 0.5
+    assert run.schedule_run["baselines"] == chosen
