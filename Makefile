@@ -45,6 +45,13 @@ bench: setup
 preview: setup
 	$(PY) -m microrepro preview $(ARGS)
 
+# Real data ahead of time into the download cache ($MICROREPRO_CACHE, default ~/.cache/microrepro), with a
+# progress bar; run again to resume. `make data DATASET=spines` fetches one; data sets found in
+# $MICROREPRO_DATA (../shared/data) are used from there and not downloaded.
+.PHONY: data
+data: setup
+	$(PY) -m microrepro fetch $(or $(DATASET),all) $(ARGS)
+
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 

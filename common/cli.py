@@ -20,10 +20,14 @@ EPILOG = """examples:
   microrepro evaluate runs/spines/<run> --data-dir ~/data/spines
   microrepro predict runs/cell_counting/<run> my_images/*.png --out predictions/
   microrepro results                                      # re-render every results/<paper>.md
+  microrepro fetch all                                    # download every public data set ahead of time
 
 data: --data-dir, else $MICROREPRO_DATA/<dataset> (unset: ../shared/data/<dataset> beside the checkout, as
-`make` does), else the download cache, else the paper's synthetic generator (announced, and every number of
-that run is labelled "synthetic"). Every command resolves data in this order.
+`make` does), else the download cache ($MICROREPRO_CACHE, default ~/.cache/microrepro), where a data set with
+a public source is downloaded on first use (pinned, checksummed, resumable; `microrepro fetch`). The paper's
+synthetic generator is used only for a data set without a public source or with --synthetic (announced, and
+every number of that run is labelled "synthetic"); offline without a cached copy is an error that says where
+to put the data by hand. Every command resolves data in this order.
 
 errors you can fix (a bad option, file or folder) are one line `error: ...` with exit code 2; nothing is
 written or overwritten before such an error."""
@@ -48,6 +52,16 @@ def _paper_list() -> str:
     from microrepro.common.registry import paper_list
 
     return paper_list()
+
+
+def _dataset_list() -> str:
+    from microrepro.datasets import download
+
+    lines = []
+    for name, remote in download.REGISTRY.items():
+        how = remote.source if remote.automatic else f"by hand ({remote.note}): {remote.source}"
+        lines.append(f"  {name:<20} {how}")
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("paper", nargs="?", help="paper name (see `microrepro list`)")
     rep.add_argument("--data-dir", type=Path, help="the data set folder, or a folder of data sets")
+    rep.add_argument("--synthetic", action="store_true",
+                     help="train and evaluate on the paper's synthetic generator, even when real data can be found")
     rep.add_argument("--preset", default="paper", help="'paper' (as written) or 'released' (authors' code)")
     rep.add_argument(
         "--schedule",
@@ -105,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("run_dir", type=Path)
     ev.add_argument("--data-dir", type=Path, help="data set folder (default: as for reproduce)")
+    ev.add_argument("--synthetic", action="store_true", help="evaluate on the paper's synthetic generator")
     ev.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
     ev.add_argument("--replace", action="store_true",
                     help="let the run's summary replace another run's results/runs/<paper>/<name>.json")
@@ -148,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("-n", type=int, default=6, help=f"number of synthetic images (1-{MAX_PREVIEW})")
     pv.add_argument("--seed", type=int, default=0)
 
+    fe = sub.add_parser(
+        "fetch",
+        help="download real data sets into the cache ahead of time (checksummed, resumable)",
+        description="Download data sets that have a public source into the download cache ($MICROREPRO_CACHE, "
+        "default ~/.cache/microrepro), with a progress bar; an interrupted download is resumed by running the "
+        "same command again. reproduce/evaluate do the same on first use. A data set already found in "
+        "--data-dir's place ($MICROREPRO_DATA or ../shared/data) is used from there and not downloaded.",
+        epilog="data sets:\n" + _dataset_list(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fe.add_argument("datasets", nargs="+", metavar="dataset", help="data set name(s), or 'all'")
+    fe.add_argument("--force", action="store_true",
+                    help="download into the cache even when $MICROREPRO_DATA (or ../shared/data) holds the data set")
+
     bench = sub.add_parser(
         "bench",
         help="benchmark speed and memory of every pipeline (results/benchmarks.md)",
@@ -178,25 +209,45 @@ def cmd_list(args) -> int:
     from microrepro.common.registry import PAPERS, get_task
 
     root = data_sources.data_root()
-    print(f"papers (real data looked up in {root or 'no data folder: set $MICROREPRO_DATA'}):")
+    print(f"papers (real data looked up in {root or 'no data folder: set $MICROREPRO_DATA'}, "
+          f"then the download cache):")
     for name, text in PAPERS.items():
         try:
             task = get_task(name)
-            source = data_sources.resolve(task.dataset)
-            status = f"data: {task.dataset} -> {source.path or 'synthetic (not found)'}"
+            status = f"data: {task.dataset} -> {_data_status(task.dataset)}"
         except UserError as err:
             status = str(err)
         print(f"  {name:<18} {text}\n  {'':<18} {status}")
     return 0
 
 
+def _data_status(dataset: str) -> str:
+    """Where ``dataset`` would come from, without downloading anything."""
+    from microrepro.common import data_sources
+    from microrepro.datasets import download
+
+    local = data_sources.resolve(dataset)
+    if local.path is not None:
+        return str(local.path)
+    remote = download.REGISTRY.get(dataset)
+    if remote is None or not remote.automatic:
+        return "synthetic (not found; no public source to download)"
+    hit = download.cached(dataset)
+    if hit is not None:
+        return f"{hit} (download cache)"
+    return f"not here yet: downloaded on first use from {remote.url} (now: microrepro fetch {dataset})"
+
+
 def _announce_data(task, data) -> None:
     from microrepro.common import data_sources
 
-    if data.path is None:
+    if data.path is None and data.how.endswith("(--synthetic)"):
+        print(f"[data] --synthetic: using the synthetic generator instead of '{task.dataset}'; every number it "
+              "gives is labelled 'synthetic'.")
+    elif data.path is None:
         print(
-            f"[data] no real '{task.dataset}' data found ({data_sources.ORDER}): using the synthetic "
-            "generator; every number it gives is labelled 'synthetic'."
+            f"[data] no real '{task.dataset}' data found ({data_sources.ORDER}) and no public source to download: "
+            "using the synthetic generator; every number it gives is labelled 'synthetic'."
         )
     else:
         print(f"[data] {task.dataset}: {data.path} ({data.how})")
@@ -218,7 +269,7 @@ def cmd_reproduce(args) -> int:
     publish = args.schedule != "smoke" and not args.no_publish
     if publish:
         runs.check_results_writable(paper)
-    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
+    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch, synthetic=args.synthetic)
     _announce_data(task, data)
     training.set_seed(args.seed)
     created = next((p for p in reversed([Path(out), *Path(out).parents]) if not p.exists()), None)
@@ -266,7 +317,7 @@ def cmd_evaluate(args) -> int:
     publish = run.schedule != "smoke" and not args.no_publish
     if publish:
         runs.check_results_writable(task.name)
-    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch)
+    data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch, synthetic=args.synthetic)
     _announce_data(task, data)
     task.evaluate(run, data)
     run.save()
@@ -399,6 +450,54 @@ def cmd_preview(args) -> int:
     return 0
 
 
+def cmd_fetch(args) -> int:
+    from microrepro.common import data_sources
+    from microrepro.common.errors import DataError
+    from microrepro.datasets import download
+
+    if "all" in args.datasets:
+        names = list(download.REGISTRY)
+    else:
+        names = list(dict.fromkeys(args.datasets))
+        for name in names:
+            if name not in download.REGISTRY:
+                raise UserError(f"fetch: unknown data set '{name}'; choose any of {', '.join(download.REGISTRY)} "
+                                "or 'all'")
+    failed = []
+    for name in names:
+        remote = download.REGISTRY[name]
+        folder = data_sources.manual_folder(name)
+        if not remote.automatic:
+            where = f"{remote.page}; " if remote.page else ""
+            message = f"{name}: no automatic download ({remote.note or remote.source}): {where}place it in {folder}"
+            if len(names) == 1:
+                raise UserError(f"{message} or pass --data-dir")
+            print(f"[fetch] {message}")
+            continue
+        local = data_sources.resolve(name)
+        if local.path is not None and not args.force:
+            print(f"[fetch] {name}: found in {local.how}, used from there (--force downloads it into the cache too)")
+            continue
+        before = download.cached(name)
+        try:
+            path = download.fetch(name)
+        except DataError as err:
+            if len(names) == 1:
+                raise UserError(f"{name}: {_one_line(err)}; run the same command again to retry (a partial download "
+                                f"resumes), or place it by hand in {folder}") from None
+            print(f"[fetch] {name}: not fetched: {_one_line(err)}")
+            failed.append(name)
+            continue
+        how = "already in the cache" if before is not None else "downloaded"
+        digest = download.recorded_hash(name) or "?"
+        check = "published hash" if remote.known_hash else "SHA-256 recorded on first download"
+        print(f"[fetch] {name}: {path} ({how}; {check} {digest[:12]}...)")
+    if failed:
+        raise UserError(f"not fetched: {', '.join(failed)}; run `microrepro fetch {' '.join(failed)}` again "
+                        "(partial downloads resume)")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from microrepro.common import bench
     from microrepro.common.registry import PAPERS
@@ -421,6 +520,7 @@ COMMANDS = {
     "results": cmd_results,
     "preview": cmd_preview,
     "bench": cmd_bench,
+    "fetch": cmd_fetch,
 }
 
 

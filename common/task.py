@@ -48,12 +48,31 @@ class Task(abc.ABC):
         return config_lib.from_dict(self.config_cls, stored)
 
     def fetch(self) -> Path | None:
-        """Download the default data set into the pooch cache; None when it has no public URL."""
+        """The default data set's folder in the download cache, downloaded on first use.
+
+        Data sets the paper reads beside it (``download.REGISTRY[dataset].companions``, e.g.
+        nuclei_stardist and vgg_cells beside dsb2018_stage1_test) are fetched too; one of those that
+        cannot be downloaded is announced and left out, as when it is missing from a data folder.
+
+        Returns:
+            The folder, or None when the data set has no public source (the synthetic generator is used).
+
+        Raises:
+            DataError: the data set has a public source but could not be downloaded (offline, checksum).
+        """
+        from microrepro.common.errors import DataError
         from microrepro.datasets import download
 
-        if self.dataset in download.REGISTRY:
-            return download.fetch(self.dataset)
-        return None
+        remote = download.REGISTRY.get(self.dataset)
+        if remote is None or not remote.automatic:
+            return None
+        path = download.fetch(self.dataset)
+        for companion in remote.companions:
+            try:
+                download.fetch(companion)
+            except DataError as err:
+                print(f"[data] {companion} (read beside {self.dataset}) not downloaded, left out: {err}")
+        return path
 
     @abc.abstractmethod
     def reproduce(self, run: Run, data: DataSource) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("MICROREPRO_OFFLINE", "1")  # tests never download (test_download.py serves on 127.0.0.1)
 
 import numpy as np
 import pytest
@@ -55,6 +56,7 @@ def rng():
 
 @pytest.fixture(autouse=True)
 def _isolated_outputs(tmp_path, monkeypatch):
-    """Runs and published summaries go to tmp_path, never into the working tree."""
+    """Runs, published summaries and the download cache go to tmp_path, never into the working tree."""
     monkeypatch.setenv("MICROREPRO_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("MICROREPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("MICROREPRO_CACHE", str(tmp_path / "download_cache"))

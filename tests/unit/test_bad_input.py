@@ -44,7 +44,7 @@ def trained_run(tmp_path_factory) -> Path:
         mp.setenv("MICROREPRO_DATA", str(root / "no_data"))
         mp.setenv("MICROREPRO_RUNS", str(root / "runs"))
         mp.setenv("MICROREPRO_RESULTS", str(root / "results"))
-        assert cli.main(["reproduce", PAPER, "--schedule", "smoke", "--out", str(root / "run")]) == 0
+        assert cli.main(["reproduce", PAPER, "--schedule", "smoke", "--synthetic", "--out", str(root / "run")]) == 0
     for board in (root / "run").rglob("tensorboard"):
         shutil.rmtree(board)  # not needed here; fewer files to link and check
     return root / "run"
@@ -368,11 +368,11 @@ def test_evaluating_another_run_of_a_shipped_name_publishes_beside_it(world, cap
     world.file("run/provenance.json", json.dumps(prov | {"schedule": "short"}))  # publishable
     shipped = world.shipped_summary()
     before = shipped.read_text()
-    assert cli.main(["evaluate", str(world.run)]) == 0
+    assert cli.main(["evaluate", str(world.run), "--synthetic"]) == 0
     assert shipped.read_text() == before
     beside = shipped.with_name(f"{world.run.name}-{prov['run_id']}.json")
     assert beside.is_file() and "beside it" in capsys.readouterr().out
     first = beside.read_text()
-    assert cli.main(["evaluate", str(world.run)]) == 0  # the same run again: updates its own summary
+    assert cli.main(["evaluate", str(world.run), "--synthetic"]) == 0  # the same run again: updates its own summary
     assert sorted(p.name for p in shipped.parent.glob("*.json")) == sorted([shipped.name, beside.name])
     assert json.loads(beside.read_text())["provenance"]["run_id"] == json.loads(first)["provenance"]["run_id"]

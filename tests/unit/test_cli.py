@@ -69,7 +69,7 @@ def test_list_outside_make_prints_no_tensorflow_noise(tmp_path):
     assert proc.returncode == 0, proc.stderr
     for marker in ("I0000", "InitializeLog", "cuInit", "cudart_stub", "oneDNN custom operations"):
         assert marker not in proc.stderr
-    assert "cell_counting" in proc.stdout and "synthetic (not found)" in proc.stdout
+    assert "cell_counting" in proc.stdout and "downloaded on first use" in proc.stdout
 
 
 def test_every_command_resolves_data_in_the_same_order(tmp_path, monkeypatch):

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
-import io
-import threading
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +13,6 @@ from microrepro.common.imageio import write_image
 from microrepro.datasets import (
     amibr,
     amida13,
-    download,
     dsb2018,
     fnc,
     folder,
@@ -584,52 +578,3 @@ def test_every_loader_rejects_the_fnc_layout(tmp_path, name):
     _fnc_pair(tmp_path / "all_images/images", tmp_path / "all_masks/masks", "a.png")
     with pytest.raises(DataError, match="expected"):
         LOADERS[name](tmp_path)
-
-
-# ------------------------------------------------------------------------------------- download
-def test_download_registry_unknown_and_manual():
-    with pytest.raises(ValueError, match="unknown data set"):
-        download.fetch("nope")
-    assert download.fetch("spines") is None  # no public URL in the loader's layout
-    assert "cells.zip" in download.describe("vgg_cells")
-
-
-def test_download_offline_fails_fast(tmp_path, monkeypatch):
-    monkeypatch.setitem(download.REGISTRY, "unreachable", download.Remote(files={"a.zip": "http://127.0.0.1:9/a.zip"}))
-    with pytest.raises(DataError, match=r"offline: could not reach http://127.0.0.1:9/a.zip"):
-        download.fetch("unreachable", cache=tmp_path, timeout=2)
-
-
-@pytest.fixture
-def zip_server(tmp_path):
-    """A local HTTP server serving ``cells.zip`` (two files under cells/)."""
-    served = tmp_path / "served"
-    served.mkdir()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("cells/001cell.png", b"x")
-        archive.writestr("cells/001dots.png", b"y")
-    (served / "cells.zip").write_bytes(buffer.getvalue())
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/cells.zip"
-    server.shutdown()
-    server.server_close()
-
-
-def test_download_records_hash_then_checks_it(tmp_path, monkeypatch, zip_server):
-    monkeypatch.setitem(download.REGISTRY, "local", download.Remote(files={"cells.zip": zip_server}, unzip=True))
-    cache = tmp_path / "cache"
-    path = download.fetch("local", cache=cache, timeout=5)
-    assert (path / "cells" / "001cell.png").read_bytes() == b"x"
-    import hashlib
-
-    recorded = (cache / "local" / "cells.zip.sha256").read_text().split()[0]
-    assert recorded == hashlib.sha256((cache / "local" / "cells.zip").read_bytes()).hexdigest()
-    (cache / "local" / "cells.zip").write_bytes(b"tampered")  # a changed file must be re-checked
-    (cache / "local" / "cells.zip.sha256").write_text("0" * 64 + "  cells.zip\n")
-    with pytest.raises(DataError, match="cells.zip"):
-        download.fetch("local", cache=cache, timeout=5)
