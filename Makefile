@@ -59,7 +59,7 @@ test-all: setup
 	$(PY) -m pytest -m "not gpu" -n 2 --dist loadfile
 
 lint: setup
-	$(PY) -m ruff check common datasets reproductions tests || true
+	$(PY) -m ruff check common datasets reproductions tests microrepro
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,8 +8,8 @@ figure registry fills up and nothing depends on the interactive backend; each wr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure

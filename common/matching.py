@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -100,7 +100,7 @@ class MatchResult:
     @classmethod
     def from_pairs(
         cls, n_pred: int, n_gt: int, pairs: np.ndarray, values: np.ndarray, rule: str
-    ) -> "MatchResult":
+    ) -> MatchResult:
         """Build the result from the matched pairs; TP = number of pairs."""
         pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
         tp = len(pairs)
@@ -145,7 +145,7 @@ class MatchResult:
             "precision": self.precision, "recall": self.recall, "f1": self.f1,
         }
 
-    def __add__(self, other: "MatchResult") -> "MatchResult":
+    def __add__(self, other: MatchResult) -> MatchResult:
         if not isinstance(other, MatchResult):
             return NotImplemented
         rule = self.rule if self.rule == other.rule or not other.rule else (
@@ -302,7 +302,7 @@ def _assign(valid: np.ndarray, cost: np.ndarray, method: str) -> np.ndarray:
         used_pred = np.zeros(valid.shape[0], bool)
         used_gt = np.zeros(valid.shape[1], bool)
         pairs = []
-        for i, j in zip(rows[order], cols[order]):
+        for i, j in zip(rows[order], cols[order], strict=True):
             if not used_pred[i] and not used_gt[j]:
                 used_pred[i] = used_gt[j] = True
                 pairs.append((i, j))

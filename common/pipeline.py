@@ -273,7 +273,7 @@ def _from_list(examples: Sequence[Mapping], dense: set[str], max_annotations: in
         pad_to["labels"] = pad_to[owner] if owner else max(1, max(len(ex["labels"]) for ex in items))
     for key, n in pad_to.items():
         padded = pad_annotations([ex[key] for ex in items], n)
-        for ex, row in zip(items, padded):
+        for ex, row in zip(items, padded, strict=True):
             ex[key] = row
     signature = {}
     for key in sorted(keys):

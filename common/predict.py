@@ -37,6 +37,7 @@ reads their counts back, so ``counts.csv`` always has one row per input.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -302,7 +303,7 @@ def predict_images(
     out_dir = Path(out_dir)
     names = output_names(images)
     rows, written = [], []
-    iterator = zip(images, names)
+    iterator = zip(images, names, strict=True)
     if progress and len(images) > 1:
         from tqdm import tqdm
 
@@ -330,15 +331,15 @@ def predict_images(
         shapes = objects.boxes if objects.boxes is not None else objects.points
         title = f"{shown}: {len(objects)} {predictor.noun} ({predictor.model}, threshold {predictor.threshold:.3g})"
         scale = 0.5 if max(height, width) > 1024 else None
-        _atomic_write(overlay, lambda tmp: draw_detections(image, shapes, np.zeros((0, shapes.shape[1])), tmp,
-                                                           title=title, scale=scale))
+        no_truth = np.zeros((0, shapes.shape[1]))
+        _atomic_write(overlay, functools.partial(draw_detections, image, shapes, no_truth, title=title, scale=scale))
         label_cell = ""
         written += [csv_path, overlay]
         if objects.labels is not None:
             label_image = np.asarray(objects.labels)
             if label_image.max(initial=0) > np.iinfo(np.uint16).max:
                 raise DataError(f"{path}: more than 65535 objects do not fit a uint16 label image")
-            _atomic_write(labels_path, lambda tmp: write_image(tmp, label_image.astype(np.uint16)))
+            _atomic_write(labels_path, functools.partial(write_image, image=label_image.astype(np.uint16)))
             written.append(labels_path)
             label_cell = labels_path.relative_to(out_dir).as_posix()
         rows.append([shown, str(len(objects)), predictor.model, f"{predictor.threshold:.4g}",

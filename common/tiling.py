@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from itertools import pairwise
 
 import numpy as np
 
@@ -71,10 +72,10 @@ def core_bounds(origins: list[int], tile: int, length: int) -> list[tuple[int, i
     an edge shared with another tile.
     """
     cuts = [0]
-    for left, right in zip(origins[:-1], origins[1:]):
+    for left, right in pairwise(origins):
         cuts.append((right + min(left + tile, length)) // 2)
     cuts.append(length)
-    return list(zip(cuts[:-1], cuts[1:]))
+    return list(pairwise(cuts))
 
 
 def _ramp(tile: int, left_shared: bool, right_shared: bool, margin: int, ramp: int) -> np.ndarray:
@@ -193,7 +194,7 @@ def predict_tiled(
                 weight_sum = np.zeros((full_h, full_w), dtype=np.float64)
             elif prediction.shape[-1] != accumulator.shape[-1]:
                 raise ValueError(f"predict_fn changed its channel count to {prediction.shape[-1]}")
-            for (i, j), tile_prediction in zip(chunk, prediction):
+            for (i, j), tile_prediction in zip(chunk, prediction, strict=True):
                 w = np.outer(windows_y[i], windows_x[j])
                 region = (slice(ys[i], ys[i] + tile), slice(xs[j], xs[j] + tile))
                 accumulator[region] += w[..., None] * tile_prediction

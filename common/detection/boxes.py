@@ -122,7 +122,9 @@ def encode_boxes(boxes, anchors, weights: Sequence[float] = RPN_BOX_WEIGHTS):
     )
 
 
-def decode_deltas(deltas, anchors, weights: Sequence[float] = RPN_BOX_WEIGHTS, scale_clamp: float = DEFAULT_SCALE_CLAMP):
+def decode_deltas(
+    deltas, anchors, weights: Sequence[float] = RPN_BOX_WEIGHTS, scale_clamp: float = DEFAULT_SCALE_CLAMP
+):
     """Inverse of :func:`encode_boxes`: apply ``deltas`` to ``anchors``.
 
     Args:

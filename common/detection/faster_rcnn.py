@@ -99,14 +99,14 @@ class FasterRCNNConfig:
             "rpn_pre_nms_top_k_train", "rpn_post_nms_top_k_train", "rpn_pre_nms_top_k_test",
             "rpn_post_nms_top_k_test", "roi_size", "roi_sampling_ratio", "head_batch_size_per_image",
             "max_detections",
-        )  # fmt: skip
+        )
         for name in positive_ints:
             if int(getattr(self, name)) <= 0:
                 raise ConfigError(f"FasterRCNNConfig.{name} must be a positive integer, got {getattr(self, name)}")
         fractions = (
             "rpn_positive_iou", "rpn_negative_iou", "rpn_positive_fraction", "rpn_nms_iou",
             "head_positive_fraction", "head_foreground_iou", "head_background_iou_low", "detection_nms_iou",
-        )  # fmt: skip
+        )
         for name in fractions:
             if not 0.0 <= float(getattr(self, name)) <= 1.0:
                 raise ConfigError(f"FasterRCNNConfig.{name} must be in [0, 1], got {getattr(self, name)}")
@@ -186,15 +186,15 @@ class FasterRCNN(keras.Model):
         self.train_proposals = ProposalLayer(
             self.image_size, config.rpn_pre_nms_top_k_train, config.rpn_post_nms_top_k_train,
             config.rpn_nms_iou, config.rpn_min_size, name="train_proposals",
-        )  # fmt: skip
+        )
         self.test_proposals = ProposalLayer(
             self.image_size, config.rpn_pre_nms_top_k_test, config.rpn_post_nms_top_k_test,
             config.rpn_nms_iou, config.rpn_min_size, name="test_proposals",
-        )  # fmt: skip
+        )
         self.box_head = BoxHead(
             config.num_classes, 1.0 / stride, config.roi_size, config.roi_sampling_ratio, config.roi_op,
             config.head_fc_units, config.head_class_agnostic, name="box_head",
-        )  # fmt: skip
+        )
         self.seed_generator = keras.random.SeedGenerator(config.seed, name="sampling_seed")
         self.loss_trackers = {
             name: keras.metrics.Mean(name=name)
@@ -231,7 +231,7 @@ class FasterRCNN(keras.Model):
                     proposals["boxes"], class_logits, box_deltas, self.image_size, proposals["valid"],
                     self.config.head_box_weights, self.config.score_threshold, self.config.detection_nms_iou,
                     self.config.max_detections,
-                )  # fmt: skip
+                )
             )
         return outputs
 
@@ -253,7 +253,7 @@ class FasterRCNN(keras.Model):
         rpn = rpn_targets(
             ops.convert_to_tensor(self.anchors), gt_boxes, c.rpn_positive_iou, c.rpn_negative_iou,
             c.rpn_batch_size_per_image, c.rpn_positive_fraction, anchor_valid=anchor_valid, seed=self.seed_generator,
-        )  # fmt: skip
+        )
         rpn_class, rpn_box = rpn_losses(
             y_pred["rpn_logits"], y_pred["rpn_deltas"], rpn["labels"], rpn["box_targets"], c.rpn_smooth_l1_beta
         )
@@ -261,7 +261,7 @@ class FasterRCNN(keras.Model):
             y_pred["proposals"], gt_boxes, gt_classes, y_pred["proposal_valid"], c.head_batch_size_per_image,
             c.head_positive_fraction, c.head_foreground_iou, c.head_background_iou_low, c.head_box_weights,
             c.add_gt_to_proposals, seed=self.seed_generator,
-        )  # fmt: skip
+        )
         class_logits, box_deltas = self.box_head(y_pred["features"], head["rois"])
         head_class, head_box = head_losses(
             class_logits, box_deltas, head["classes"], head["box_targets"], head["weights"], c.head_smooth_l1_beta

@@ -87,7 +87,7 @@ class BoxHead(keras.layers.Layer):
 
     def build(self, features_shape):
         width = self.roi_size * self.roi_size * int(features_shape[-1])
-        for layer, units in zip(self.fcs, self.fc_units):
+        for layer, units in zip(self.fcs, self.fc_units, strict=True):
             layer.build((None, None, width))
             width = units
         self.classifier.build((None, None, width))

@@ -292,13 +292,13 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
             ids, counts = np.unique(under[under > 0], return_counts=True)
             if counts.sum() > config.max_overlap * area:
                 continue
-            if any(visible[i] - c < (1 - config.max_overlap) * full_area[i] for i, c in zip(ids, counts)):
+            if any(visible[i] - c < (1 - config.max_overlap) * full_area[i] for i, c in zip(ids, counts, strict=True)):
                 continue
             break
         else:
             continue
         label = len(visible)
-        for i, c in zip(ids, counts):
+        for i, c in zip(ids, counts, strict=True):
             visible[i] -= int(c)
         visible.append(area)
         full_area.append(area)
@@ -356,7 +356,7 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
         xy = rng.uniform([0, 0], [w, h], (n_specks, 2))
         radii = rng.uniform(*config.speck_radius, n_specks)
         values = rng.uniform(*config.speck_brightness, n_specks)
-        for (sx, sy), r, v in zip(xy, radii, values):
+        for (sx, sy), r, v in zip(xy, radii, values, strict=True):
             cv2.circle(specks, (int(round(sx * 4)), int(round(sy * 4))), int(round(r * 4)), float(v), -1,
                        lineType=cv2.LINE_AA, shift=2)
         specks = noise.gaussian(specks, 0.8)

@@ -172,13 +172,13 @@ def generate_one(index: int, seed: int, config: SimcepConfig) -> Sample:
             ids, counts = np.unique(under[under > 0], return_counts=True)
             if counts.sum() > config.max_overlap * area:
                 continue
-            if any(visible[i] - c < (1 - config.max_overlap) * full_area[i] for i, c in zip(ids, counts)):
+            if any(visible[i] - c < (1 - config.max_overlap) * full_area[i] for i, c in zip(ids, counts, strict=True)):
                 continue
             break
         else:
             continue  # image too full: SIMCEP also gives up on a cell after FAIL_LIMIT tries
         label = len(visible)
-        for i, c in zip(ids, counts):
+        for i, c in zip(ids, counts, strict=True):
             visible[i] -= int(c)
         visible.append(area)
         full_area.append(area)

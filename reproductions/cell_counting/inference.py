@@ -11,7 +11,7 @@ Reference: Sec. 4.3 (post-processing), Sec. 5 (full 1200 x 1600 fields predicted
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

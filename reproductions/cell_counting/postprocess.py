@@ -49,11 +49,11 @@ class PostprocessSizes:
     min_marker: int = 25
 
     @classmethod
-    def released(cls) -> "PostprocessSizes":
+    def released(cls) -> PostprocessSizes:
         return cls(**RELEASED_SIZES)
 
     @classmethod
-    def from_cell_diameter(cls, diameter: float, ratios: dict | None = None) -> "PostprocessSizes":
+    def from_cell_diameter(cls, diameter: float, ratios: dict | None = None) -> PostprocessSizes:
         """Sizes derived from the mean cell diameter (paper preset, Sec. 4.3).
 
         Args:

@@ -33,8 +33,8 @@ from microrepro.common.runs import Run
 from microrepro.common.task import Task
 from microrepro.reproductions.cell_counting import postprocess as post
 from microrepro.reproductions.cell_counting.config import CellCountingConfig
-from microrepro.reproductions.cell_counting.data import load_data, make_crops, split_fields
 from microrepro.reproductions.cell_counting.data import datasets as make_pipelines
+from microrepro.reproductions.cell_counting.data import load_data, make_crops, split_fields
 from microrepro.reproductions.cell_counting.evaluate import choose_thresholds, evaluate_splits, time_inference
 from microrepro.reproductions.cell_counting.inference import FULL, MODELS, NETWORK, NO_WEIGHTMAP, make_detect
 from microrepro.reproductions.cell_counting.train import load_trained, train_model

@@ -127,7 +127,7 @@ def synthetic_sets(cfg: DwtMitosisConfig, names: tuple[str, ...] | None = None) 
     """
     s = cfg.synthetic
     counts = (s.seg_train_fields, s.seg_val_fields, s.det_train_fields, s.det_val_fields, s.test_fields)
-    plan = list(zip(SYNTHETIC_SETS, counts))
+    plan = list(zip(SYNTHETIC_SETS, counts, strict=True))
     for name, n in plan:
         if n < 1:
             raise UserError(f"config synthetic.{name}_fields must be >= 1, got {n}")

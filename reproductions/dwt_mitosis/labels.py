@@ -193,7 +193,7 @@ def label_quality(generated: list, manual: list, points: list | None = None) -> 
     if len(generated) != len(manual):
         raise ValueError(f"{len(generated)} generated box lists but {len(manual)} manual ones")
     best, n_gen = [], 0
-    for gen, man in zip(generated, manual):
+    for gen, man in zip(generated, manual, strict=True):
         gen, man = _boxes(gen), _boxes(man)
         n_gen += len(gen)
         if not len(man):
@@ -213,7 +213,7 @@ def label_quality(generated: list, manual: list, points: list | None = None) -> 
         if len(points) != len(generated):
             raise ValueError(f"{len(points)} point lists for {len(generated)} images")
         hit = total = 0
-        for gen, pts in zip(generated, points):
+        for gen, pts in zip(generated, points, strict=True):
             inside = points_in_boxes(pts, gen)
             hit += int(inside.any(axis=0).sum()) if len(_boxes(gen)) else 0
             total += len(_points(pts))

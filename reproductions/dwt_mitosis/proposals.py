@@ -25,7 +25,6 @@ import numpy as np
 
 from microrepro.common.matching import box_iou
 
-
 # ----------------------------------------------------------------------------------------------
 # proposals
 
@@ -247,7 +246,7 @@ def build_regions(images: list[np.ndarray], pixel_sizes: list[float], cfg) -> Re
         A :class:`RegionSet`; its ``seconds_proposals`` is the selective-search time.
     """
     warps, boxes, index, seconds = [], [], [], 0.0
-    for k, (image, px) in enumerate(zip(images, pixel_sizes)):
+    for k, (image, px) in enumerate(zip(images, pixel_sizes, strict=True)):
         start = time.perf_counter()
         props = image_proposals(image, cfg, px)
         seconds += time.perf_counter() - start

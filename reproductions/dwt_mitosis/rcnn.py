@@ -37,7 +37,6 @@ from microrepro.reproductions.dwt_mitosis.proposals import (
     warp_regions,
 )
 
-
 # ----------------------------------------------------------------------------------------------
 # fine-tuning batches
 
@@ -107,7 +106,7 @@ class RCNNHead:
                  reg_b=self.reg_b if self.reg_b is not None else np.zeros((0,)))
 
     @classmethod
-    def load(cls, path: Path) -> "RCNNHead":
+    def load(cls, path: Path) -> RCNNHead:
         data = np.load(path)
         reg_w = data["reg_w"] if data["reg_w"].size else None
         reg_b = data["reg_b"] if data["reg_b"].size else None
@@ -159,7 +158,7 @@ def train_rcnn(regions: RegionSet, gt_boxes: list[np.ndarray], images: list[np.n
         idx = regions.of_image(k)
         max_iou[idx], gt_index[idx] = overlaps(regions.boxes[idx], gt_boxes[k])
     gt_warps = [warp_regions(img, np.asarray(b, np.float32).reshape(-1, 4), cfg.warp_size, cfg.warp_padding)
-                for img, b in zip(images, gt_boxes)]
+                for img, b in zip(images, gt_boxes, strict=True)]
     gt_warps = np.concatenate(gt_warps) if gt_warps else np.zeros((0, cfg.warp_size, cfg.warp_size, 3), np.uint8)
     positives = np.concatenate([gt_warps, regions.warps[max_iou >= cfg.positive_iou]])
     negative_mask = max_iou < cfg.negative_iou

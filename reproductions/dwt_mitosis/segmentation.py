@@ -144,5 +144,5 @@ def generate_labels(cfg: DwtMitosisConfig, image_set: ImageSet, seg_models: dict
     for kind, model in seg_models.items():
         probs = predict_prob(model, image_set.images, cfg)
         out[kind] = [boxes_from_segmentation(p, pts, cfg.seg.threshold, cfg.seg.min_region_px)
-                     for p, pts in zip(probs, image_set.points)]
+                     for p, pts in zip(probs, image_set.points, strict=True)]
     return out

@@ -64,8 +64,7 @@ class DWT(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
-        half = lambda v: None if v is None else v // 2
-        return (b, half(h), half(w), 4 * c)
+        return (b, None if h is None else h // 2, None if w is None else w // 2, 4 * c)
 
 
 @keras.saving.register_keras_serializable(package="microrepro")
@@ -81,5 +80,4 @@ class IWT(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         b, h, w, c = input_shape
-        double = lambda v: None if v is None else v * 2
-        return (b, double(h), double(w), c // 4)
+        return (b, None if h is None else h * 2, None if w is None else w * 2, c // 4)

@@ -150,7 +150,7 @@ def predict_probability(model, image: np.ndarray, multiple: int = 8, batch_size:
             padded = [pad_to_multiple(images[i], multiple) for i in chunk]
             batch = np.stack([p for p, _ in padded])[..., None].astype(np.float32)
             probs = np.asarray(model.predict_on_batch(batch))[..., 1]
-            for i, prob, (_, (h, w)) in zip(chunk, probs, padded):
+            for i, prob, (_, (h, w)) in zip(chunk, probs, padded, strict=True):
                 out[i] = prob[:h, :w].astype(np.float32)
     return out[0] if single else out
 

@@ -52,7 +52,7 @@ def synthetic_patches(cfg: FcnSegmentationConfig, n_images: int, n_patches: int,
     samples = simcep.generate(n_images, seed, simcep_config(pre))
     rng = np.random.default_rng(seed)
     pairs = []
-    for sample, k in zip(samples, fdata.crops_per_image(len(samples), n_patches)):
+    for sample, k in zip(samples, fdata.crops_per_image(len(samples), n_patches), strict=True):
         image = fdata.prepare_image(sample.image, cfg.normalize_low, cfg.normalize_high)
         target = (sample.mask > 0).astype(np.uint8)
         pairs += fdata.random_crops(image, target, k, pre.patch_size, rng)
@@ -121,7 +121,7 @@ def load_real(data_path: Path, cfg: FcnSegmentationConfig) -> fdata.RealSplit:
         st_items = [item(t.id, t.image, t.mask, ft.stardist_dataset, sample.image_path)
                     for t in stardist_nuclei.tiles(sample, ft.crop_size)]
         st_parts = _split_items(st_items, cfg, salt=100)
-        parts = tuple(a + b for a, b in zip(parts, st_parts))
+        parts = tuple(a + b for a, b in zip(parts, st_parts, strict=True))
         split.datasets.append(ft.stardist_dataset)
     split.train, split.val, split.eval = parts
     if ft.max_eval_images > 0:
@@ -186,7 +186,7 @@ def finetune_pairs(items: list[fdata.Item], cfg: FcnSegmentationConfig, seed: in
         items = exact + larger
         counts = [1] * len(exact) + fdata.crops_per_image(len(larger), ft.n_crops - len(exact))
     crops = []
-    for item, k in zip(items, counts):
+    for item, k in zip(items, counts, strict=True):
         crops += fdata.random_crops(item.image, item.target, k, ft.crop_size, rng)
     if not ft.dihedral:
         return crops

@@ -77,7 +77,7 @@ def evaluate_detections(
     if len(detections) != len(gt_boxes):
         raise ValueError(f"{len(detections)} detection lists for {len(gt_boxes)} images")
     ours, released = [], []
-    for (boxes, scores), gt in zip(detections, gt_boxes):
+    for (boxes, scores), gt in zip(detections, gt_boxes, strict=True):
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
         kept = boxes[scores >= score_threshold]

@@ -59,7 +59,7 @@ def detection_metrics(heats: np.ndarray, centres: list[np.ndarray], threshold: f
     """F1 / precision / recall of one-to-one point matching (within ``eval.max_dist`` px), summed over
     images, and the mean absolute count error, of the objects at ``threshold``."""
     found = [objects_at(heat, threshold).points for heat in heats]
-    total = aggregate(match_points(p, c, cfg.eval.max_dist) for p, c in zip(found, centres))
+    total = aggregate(match_points(p, c, cfg.eval.max_dist) for p, c in zip(found, centres, strict=True))
     counts = count_errors([len(p) for p in found], [len(c) for c in centres])
     return {"f1": total.f1, "precision": total.precision, "recall": total.recall, "count_mae": counts["mae"]}
 

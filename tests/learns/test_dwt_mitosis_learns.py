@@ -47,8 +47,8 @@ def test_dwt_net_overfits_and_its_boxes_cover_the_points(tmp_path, fields):
 
     f1 = pixel_metrics([p >= 0.5 for p in probs], [m > 0 for m in fields.masks])["f1"]
     assert f1 >= 0.5, f1
-    generated = [L.boxes_from_segmentation(p, pts) for p, pts in zip(probs, fields.points)]
-    manual = [L.manual_boxes(m, p) for m, p in zip(fields.masks, fields.points)]
+    generated = [L.boxes_from_segmentation(p, pts) for p, pts in zip(probs, fields.points, strict=True)]
+    manual = [L.manual_boxes(m, p) for m, p in zip(fields.masks, fields.points, strict=True)]
     quality = L.label_quality([g.boxes for g in generated], manual, fields.points)
     assert quality["point_coverage"] >= 0.5, quality
 
@@ -57,7 +57,7 @@ def test_rcnn_learns_the_boxes(tmp_path, fields):
     overrides = {"rcnn": {"max_proposals": 200, "warp_size": 24, "warp_padding": 2, "cnn_widths": [8, 16],
                           "feature_dim": 16, "cnn_epochs": 6, "cnn_steps_per_epoch": 5, "cnn_final_lr": 1.0e-3}}
     cfg = TASK.load_config("paper", "smoke", overrides)
-    boxes = [L.manual_boxes(m, p) for m, p in zip(fields.masks, fields.points)]
+    boxes = [L.manual_boxes(m, p) for m, p in zip(fields.masks, fields.points, strict=True)]
     regions = build_regions(fields.images, fields.pixel_sizes, cfg.rcnn)
     entry = rcnn.train_rcnn(regions, boxes, fields.images, cfg.rcnn, run_dir=tmp_path, name="rcnn", seed=0, verbose=0)
     assert entry["loss_last"] < 0.5 * entry["loss_first"], entry

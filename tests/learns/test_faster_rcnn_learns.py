@@ -38,7 +38,8 @@ def make_images(count: int = 8, seed: int = 0):
             box = np.array([x, y, x + size, y + size], np.float32)
             taken = boxes[i, :placed]
             apart = np.all(
-                (box[0] > taken[:, 2] + 3) | (box[2] < taken[:, 0] - 3) | (box[1] > taken[:, 3] + 3) | (box[3] < taken[:, 1] - 3)
+                (box[0] > taken[:, 2] + 3) | (box[2] < taken[:, 0] - 3)
+                | (box[1] > taken[:, 3] + 3) | (box[3] < taken[:, 1] - 3)
             )
             if placed and not apart:
                 continue
@@ -51,7 +52,7 @@ def make_images(count: int = 8, seed: int = 0):
 def box_f1(pred_boxes, gt_boxes, iou_threshold: float = 0.4) -> float:
     """F1 of one-to-one (Hungarian) matching at IoU >= threshold, summed over images."""
     tp = n_pred = n_gt = 0
-    for pred, gt in zip(pred_boxes, gt_boxes):
+    for pred, gt in zip(pred_boxes, gt_boxes, strict=True):
         n_pred, n_gt = n_pred + len(pred), n_gt + len(gt)
         if not len(pred) or not len(gt):
             continue
@@ -149,7 +150,9 @@ def test_faster_rcnn_trains_and_predicts_under_jax(tmp_path):
     script = tmp_path / "jax_run.py"
     script.write_text(JAX_SCRIPT.format(test_dir=str(Path(__file__).parent)))
     env = dict(os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     assert done.returncode == 0 and lines, done.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT ") :])

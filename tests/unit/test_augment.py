@@ -44,7 +44,7 @@ def assert_points_on_bright_pixels(example: dict, tolerance: float = 0.0):
     """Each valid point sits on its own pixel (exactly, or within ``tolerance`` px of the
     brightest pixel of its mask channel after an interpolating warp)."""
     image, mask = example["image"][..., 0], example["mask"]
-    for (x, y), label in zip(example["points"], example["labels"]):
+    for (x, y), label in zip(example["points"], example["labels"], strict=True):
         if label < 0:
             assert (x, y) == (-1, -1)
             continue

@@ -139,17 +139,20 @@ def test_smoke_cases_feed_their_models(paper):
         assert model.optimizer is not None, f"{case.name}: build() must return a compiled model"
         x, y = case.make_batch(1)
         expected = _model_input_shape(model)
-        assert len(expected) == 3 and all(e is None or e == s for e, s in zip(expected, x.shape[1:])), (
-            f"{case.name}: make_batch gives {x.shape}, the model takes {expected}"
+        fits = len(expected) == x.ndim - 1 == 3 and all(
+            e is None or e == s for e, s in zip(expected, x.shape[1:], strict=True)
         )
+        assert fits, f"{case.name}: make_batch gives {x.shape}, the model takes {expected}"
         if case.pipeline is None:
             continue
         x_pipe, y_pipe = next(iter(case.pipeline()))[:2]
         assert x_pipe.shape[0] == case.batch and x_pipe.shape[-1] == x.shape[-1]
         tf.nest.assert_same_structure(y_pipe, y)
-        for piped, made in zip(tf.nest.flatten(y_pipe), tf.nest.flatten(y)):
+        for piped, made in zip(tf.nest.flatten(y_pipe), tf.nest.flatten(y), strict=True):
             assert piped.shape.rank == made.ndim and piped.shape[-1] == made.shape[-1]
-            assert piped.dtype.as_numpy_dtype == made.dtype, f"{case.name}: pipeline {piped.dtype} vs make_batch {made.dtype}"
+            assert piped.dtype.as_numpy_dtype == made.dtype, (
+                f"{case.name}: pipeline {piped.dtype} vs make_batch {made.dtype}"
+            )
 
 
 @pytest.mark.slow

@@ -139,7 +139,7 @@ def test_predict_writes_the_shared_files_for_every_kind_of_image(trained_run, tm
     with open(written[-1]) as fh:
         rows = list(csv.reader(fh))
     assert tuple(rows[0]) == COUNT_COLUMNS and [r[0] for r in rows[1:]] == list(images)
-    for (name, image), row in zip(images.items(), rows[1:]):
+    for name, row in zip(images, rows[1:], strict=True):
         stem = name.split(".")[0]
         assert row[1:6] == [row[1], I.FULL, "0.25", f"{stem}.csv", f"{stem}_overlay.png"]
         assert row[6] == f"{stem}_labels.tif"

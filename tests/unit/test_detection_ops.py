@@ -84,7 +84,12 @@ def test_anchors_agree_with_keras_hub_anchor_generator_where_it_applies():
     import keras_hub
 
     generator = keras_hub.layers.AnchorGenerator(
-        bounding_box_format="xyxy", min_level=4, max_level=4, num_scales=1, aspect_ratios=[0.25, 1.0, 4.0], anchor_size=2
+        bounding_box_format="xyxy",
+        min_level=4,
+        max_level=4,
+        num_scales=1,
+        aspect_ratios=[0.25, 1.0, 4.0],
+        anchor_size=2,
     )
     reference = np_(generator(np.zeros((1, 448, 448, 3), np.float32))["P4"])
     ours = np_(anchors_mod.generate_anchors(28, 28, 16, sizes=(32,), ratios=(0.25, 1.0, 4.0), offset=0.0))
@@ -116,7 +121,8 @@ def test_nms_score_threshold_and_padding_match_tensorflow(rng):
     index, keep = nms.non_max_suppression(boxes, scores, 40, 0.5, score_threshold=0.6)
     index, keep = np_(index), np_(keep)
     for i in range(2):
-        reference = tf.image.non_max_suppression(boxes[i][:, [1, 0, 3, 2]], scores[i], 40, 0.5, score_threshold=0.6).numpy()
+        yxyx = boxes[i][:, [1, 0, 3, 2]]
+        reference = tf.image.non_max_suppression(yxyx, scores[i], 40, 0.5, score_threshold=0.6).numpy()
         np.testing.assert_array_equal(index[i][keep[i]], reference)
         assert not keep[i][len(reference) :].any() and (index[i][len(reference) :] == 0).all()
 
@@ -281,7 +287,7 @@ def test_head_targets_on_a_hand_built_case():
     assert rois.shape == (7, 4)  # min(16, 4 proposals + 3 gt slots)
     np.testing.assert_array_equal(weights, [1, 1, 1, 1, 1, 1, 0])
     np.testing.assert_array_equal(classes[:4] > 0, True)  # foreground first
-    sampled = {tuple(r): int(c) for r, c, w in zip(rois.tolist(), classes, weights) if w}
+    sampled = {tuple(r): int(c) for r, c, w in zip(rois.tolist(), classes, weights, strict=True) if w}
     assert sampled == {
         (0, 0, 10, 12): 1,  # IoU 0.833 with gt 0 -> class 0 + 1
         (20, 20, 40, 30): 2,  # IoU exactly 0.5 with gt 1 -> foreground
@@ -357,7 +363,8 @@ def test_proposal_layer_decodes_clips_suppresses_and_pads():
     out = layer(PROPOSAL_ANCHORS, logits, np.zeros((1, 4, 4), np.float32))
     expected = [[12, 10, 32, 30], [50, 50, 70, 70], [90, 90, 100, 100], [-1, -1, -1, -1]]  # A0 suppressed by A1
     np.testing.assert_allclose(np_(out["boxes"])[0], expected)
-    np.testing.assert_allclose(np_(out["scores"])[0], [1 / (1 + math.exp(-3)), 1 / (1 + math.exp(-1)), 0.5, 0.0], rtol=1e-6)
+    sigmoid = [1 / (1 + math.exp(-3)), 1 / (1 + math.exp(-1)), 0.5, 0.0]
+    np.testing.assert_allclose(np_(out["scores"])[0], sigmoid, rtol=1e-6)
     np.testing.assert_array_equal(np_(out["valid"])[0], [True, True, True, False])
     no_small = rpn.ProposalLayer((100, 100), 10, 4, 0.7, min_size=15)
     no_small = no_small(PROPOSAL_ANCHORS, logits, np.zeros((1, 4, 4), np.float32))
@@ -393,7 +400,8 @@ def test_decode_detections_threshold_per_class_nms_and_padding():
 def test_box_head_shapes():
     head = heads.BoxHead(num_classes=2, spatial_scale=1 / 8, roi_size=3, fc_units=(16,), roi_op="pool")
     head.build((None, 8, 8, 4))
-    logits, deltas = head(np.ones((2, 8, 8, 4), np.float32), np.tile(np.array([[[0, 0, 32, 32]]], np.float32), (2, 5, 1)))
+    rois = np.tile(np.array([[[0, 0, 32, 32]]], np.float32), (2, 5, 1))
+    logits, deltas = head(np.ones((2, 8, 8, 4), np.float32), rois)
     assert tuple(logits.shape) == (2, 5, 3) and tuple(deltas.shape) == (2, 5, 2, 4)
 
 
@@ -410,7 +418,7 @@ def _tiny_config(**overrides):
     values = dict(
         feature_stride=4, anchor_sizes=(8.0,), anchor_ratios=(1.0,), rpn_conv_channels=4,
         rpn_pre_nms_top_k_test=16, rpn_post_nms_top_k_test=4, head_fc_units=(8,), max_detections=3, score_threshold=0.0,
-    )  # fmt: skip
+    )
     values.update(overrides)
     return FasterRCNNConfig(**values)
 
@@ -441,7 +449,10 @@ def test_model_loss_terms_are_finite_and_reported():
     config = _tiny_config(rpn_post_nms_top_k_train=4, rpn_pre_nms_top_k_train=16, head_batch_size_per_image=8, seed=0)
     model = FasterRCNN(_tiny_backbone(), config)
     images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
-    y = {"boxes": np.array([[[4, 4, 12, 12]], [[-1, -1, -1, -1]]], np.float32), "classes": np.array([[0], [-1]], np.int32)}
+    y = {
+        "boxes": np.array([[[4, 4, 12, 12]], [[-1, -1, -1, -1]]], np.float32),
+        "classes": np.array([[0], [-1]], np.int32),
+    }
     y_pred = model(images, training=True)
     total = float(model.compute_loss(images, y, y_pred, training=True))
     terms = {m.name: float(m.result()) for m in model.metrics if m.name != "loss"}

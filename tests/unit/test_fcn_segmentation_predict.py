@@ -76,7 +76,7 @@ def test_predict_writes_the_shared_files_for_every_kind_of_image(tiny_run, tmp_p
         rows = list(reader)
     assert [r[0] for r in rows] == [p.name for p in paths]  # one row per input image
     counts = []
-    for path, row in zip(paths, rows):
+    for path, row in zip(paths, rows, strict=True):
         stem = path.stem
         with open(tmp_path / "out" / f"{stem}.csv", newline="") as fh:
             reader = csv.reader(fh)

@@ -228,7 +228,7 @@ def _pycocotools_ap(pred_boxes, pred_scores, gt_boxes, iou_threshold, max_det):
             bbox = xywh(box)  # ann ids start at 1: COCOeval treats a match with id 0 as none
             annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": 1,
                                 "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
-        for box, score in zip(pred_boxes[i], pred_scores[i]):
+        for box, score in zip(pred_boxes[i], pred_scores[i], strict=True):
             results.append({"image_id": i + 1, "category_id": 1, "bbox": xywh(box),
                             "score": float(score)})
     with contextlib.redirect_stdout(io.StringIO()):

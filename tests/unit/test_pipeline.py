@@ -78,7 +78,7 @@ def test_extract_crops_match_origins_and_pad_small_images():
     image = coordinate_image(1200, 1600)[..., 0]
     crops = extract_crops(image, 512, 400)
     assert crops.shape == (12, 512, 512)
-    for crop, (y, x) in zip(crops, crop_origins(1200, 1600, 512, 400)):
+    for crop, (y, x) in zip(crops, crop_origins(1200, 1600, 512, 400), strict=True):
         assert crop[0, 0] == y * 1600 + x and crop[-1, -1] == (y + 511) * 1600 + x + 511
     small = extract_crops(np.ones((3, 5, 2), np.uint8), 4, 4)
     assert small.shape == (2, 4, 4, 2) and small[0, 3].sum() == 0  # zero-padded bottom row
@@ -114,11 +114,11 @@ def test_random_crop_moves_pixels_and_annotations_together():
     y0, x0 = divmod(int(out["image"][0, 0, 0]), 30)
     again = random_crop(example, (10, 12), seed=[3, 9])["image"].numpy()
     np.testing.assert_array_equal(again, out["image"])
-    for (x, y), (px, py) in zip(out["points"], example["points"]):
+    for (x, y), (px, py) in zip(out["points"], example["points"], strict=True):
         if (x, y) != (-1, -1):
             assert (x, y) == (px - x0, py - y0)
             assert out["image"][int(y), int(x), 0] == py * 30 + px  # still on its own pixel
-    for box, src in zip(out["boxes"], example["boxes"]):
+    for box, src in zip(out["boxes"], example["boxes"], strict=True):
         if box.tolist() != PAD:
             shifted = src - [x0, y0, x0, y0]
             np.testing.assert_array_equal(box, np.clip(shifted, 0, [12, 10, 12, 10]))
@@ -200,7 +200,7 @@ def test_augmented_crops_keep_points_on_their_pixels():
     seen = 0
     for batch in take(make_dataset(data, batch_size=2, seed=5, augment=config, crop_size=24), 4):
         assert batch["image"].shape == (2, 24, 24, 1)
-        for image, points in zip(batch["image"], batch["points"]):
+        for image, points in zip(batch["image"], batch["points"], strict=True):
             for x, y in points:
                 if (x, y) != (-1, -1):
                     assert image[int(y), int(x), 0] == 1.0
@@ -288,7 +288,7 @@ def test_full_augmentation_runs_in_graph_mode_and_points_follow():
         assert batch["image"].shape == (3, 32, 32, 1) and batch["points"].shape == (3, 4, 2)
         assert np.all(batch["points"][:, 2:] == -1)  # padding rows stay padding
         assert 0 <= batch["image"].min() and batch["image"].max() <= 1
-        for image, points in zip(batch["image"][..., 0], batch["points"]):
+        for image, points in zip(batch["image"][..., 0], batch["points"], strict=True):
             padded = np.pad(image, 1)
             for x, y in points[(points != -1).any(axis=1)]:
                 col, row = int(round(x)) + 1, int(round(y)) + 1

@@ -40,7 +40,8 @@ def test_cut_patches_and_priors_have_unit_norm():
     patches = sp_cnn.cut_patches([edge], [np.array([[15.0, 10.0], [100.0, 100.0]])], size=5)
     assert patches.shape == (1, 5, 5)  # the centre outside the image is skipped
     np.testing.assert_array_equal(patches[0, 2], np.ones(5))
-    priors = sp_cnn.select_shape_priors(np.concatenate([patches, 2 * patches, np.zeros_like(patches)]), n=2, method="kmeans")
+    stack = np.concatenate([patches, 2 * patches, np.zeros_like(patches)])
+    priors = sp_cnn.select_shape_priors(stack, n=2, method="kmeans")
     norms = np.sqrt((priors**2).sum(axis=(1, 2)))
     assert sorted(np.round(norms, 6).tolist()) == [0.0, 1.0]
     rnd = sp_cnn.select_shape_priors(patches, n=3, method="random")

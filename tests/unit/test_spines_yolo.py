@@ -1,5 +1,7 @@
 """tiny-YOLOv2 of the spines reproduction: layout, loss on hand-built inputs, decoding."""
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -15,10 +17,10 @@ def _conv_bn(cin, cout):
 def test_tiny_yolo_voc_layout_parameter_count_and_stride():
     model = tiny_yolo.build_tiny_yolo(num_anchors=3, num_classes=1, in_channels=1)
     chans = [1, 16, 32, 64, 128, 256, 512, 1024, 1024]
-    expected = sum(_conv_bn(a, b) for a, b in zip(chans[:-1], chans[1:])) + 1024 * 18 + 18
+    expected = sum(_conv_bn(a, b) for a, b in pairwise(chans)) + 1024 * 18 + 18
     assert model.count_params() == expected == 15_757_922
-    convs = [l for l in model.layers if l.__class__.__name__ == "Conv2D"]
-    pools = [l for l in model.layers if l.__class__.__name__ == "MaxPooling2D"]
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    pools = [layer for layer in model.layers if layer.__class__.__name__ == "MaxPooling2D"]
     assert len(convs) == 9 and len(pools) == 6
     assert [p.strides for p in pools] == [(2, 2)] * 5 + [(1, 1)]
     out = model(np.zeros((1, 448, 448, 1), np.float32))
@@ -30,7 +32,7 @@ def test_tiny_yolo_voc_layout_parameter_count_and_stride():
 def test_width_multiplier_and_input_checks():
     thin = tiny_yolo.build_tiny_yolo(width_multiplier=0.25)
     chans = [1, 8, 8, 16, 32, 64, 128, 256, 256]  # 16*0.25 = 4 -> floor of 8 channels
-    expected = sum(_conv_bn(a, b) for a, b in zip(chans[:-1], chans[1:])) + 256 * 18 + 18
+    expected = sum(_conv_bn(a, b) for a, b in pairwise(chans)) + 256 * 18 + 18
     assert thin.count_params() == expected
     with pytest.raises(ValueError, match="multiple of 32"):
         tiny_yolo.build_tiny_yolo(input_size=100)

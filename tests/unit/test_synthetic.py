@@ -53,7 +53,7 @@ def test_registry_lists_the_four_generators_and_configs():
 @pytest.mark.parametrize("name", sorted(GENERATORS))
 def test_same_seed_same_images_and_prefix_property(name, small_samples):
     three = GENERATORS[name](3, 7, SMALL[name])
-    assert all(_same(a, b) for a, b in zip(three, small_samples[name][:3]))
+    assert all(_same(a, b) for a, b in zip(three, small_samples[name][:3], strict=True))
     other = GENERATORS[name](1, 8, SMALL[name])[0]
     assert not np.array_equal(other.image, three[0].image)
 

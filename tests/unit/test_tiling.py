@@ -186,7 +186,7 @@ def test_object_on_a_tile_seam_is_reported_once():
         "on a corner of four tiles": (107, 107, 117, 117),
         "inside one tile": (20, 20, 30, 30),
     }
-    for value, (x1, y1, x2, y2) in zip((0.9, 0.8, 0.7, 0.6), objects.values()):
+    for value, (x1, y1, x2, y2) in zip((0.9, 0.8, 0.7, 0.6), objects.values(), strict=True):
         image[y1:y2, x1:x2] = value
     calls: list[int] = []
     boxes, scores = detect_tiled(blob_detector(calls), image, tile=128, overlap=32, iou_threshold=0.5)

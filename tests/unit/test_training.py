@@ -61,7 +61,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     resumed = _model()  # a fresh process would rebuild the model from scratch
     result = _fit(resumed, tmp_path / "b")
     assert result["epochs_run"] == 4
-    for a, b in zip(straight.get_weights(), resumed.get_weights()):
+    for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     loss = result["history"]["loss"]
     assert loss[-1] < loss[0] / 2
