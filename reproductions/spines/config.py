@@ -3,7 +3,7 @@
 ``config.yaml`` only overrides these values; its presets ("paper", "released") and schedules
 ("smoke", "short", "paper") are resolved by ``microrepro.common.config.resolve``.
 
-Reference: Aroui, "Deep Learning for Dendritic Spines Detection" (papers/spines.txt), Sec. 2-5.
+Reference: Aroui, "Deep Learning for Dendritic Spines Detection", Sec. 2-5.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from microrepro.common.config import (
     Range,
 )
 
-Optimizer = Literal["adam", "momentum"]  # Adam, or SGD with momentum (the released OD API / darknet solvers)
-# THRESHOLD_RULES of the spines code: fixed (the configured score threshold) | train_f1 (max F1 on training images)
+# train.make_optimizer: Adam (paper), or SGD with momentum (the released OD API / darknet solvers)
+Optimizer = Literal["adam", "momentum"]
+# models.THRESHOLD_RULES: fixed (the configured score threshold) | train_f1 (max F1 on training images)
 ThresholdRule = Literal["fixed", "train_f1"]
 # inception_v2.ENDPOINTS, spelt out for the type (tests/unit/test_config_checks.py keeps the two equal)
 InceptionEndpoint = Literal[
@@ -55,7 +56,7 @@ class MatchConfig:
     released_max_dist: NonNegFloat = 6.0  # released eval: top-left corners within 6 px, no one-to-one
     released_score_threshold: Probability = 0.6  # released eval: score threshold 0.60
     threshold_images: NonNegInt = 300  # threshold_rule train_f1: training images it is chosen on (0 = all)
-    # threshold_rule train_f1: grid 0.05, 0.075, ..., 0.95 (postprocess.threshold_grid: a step in (0, 0.9])
+    # threshold_rule train_f1: grid 0.05, 0.075, ..., 0.95 (common.thresholds.grid; a step in (0, 0.9])
     threshold_step: Annotated[float, Range(0, 0.9, min_open=True)] = 0.025
 
 

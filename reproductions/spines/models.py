@@ -10,15 +10,16 @@ Reference: Table 1 (tiny-YOLOv2, Faster R-CNN), Sec. 5 (SP-CNN and its loss).
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from microrepro.common.errors import ConfigError
 from microrepro.reproductions.spines import detect, train
+from microrepro.reproductions.spines.config import ThresholdRule
 
-THRESHOLD_RULES = ("fixed", "train_f1")
+THRESHOLD_RULES: tuple[str, ...] = typing.get_args(ThresholdRule)  # ("fixed", "train_f1")
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,7 @@ class ModelSpec:
         """``fixed`` (the configured threshold) or ``train_f1`` (max F1 on training images)."""
         if not self.threshold_chosen:
             return "fixed"  # SP-CNN: peak_threshold, the released notebook's 0.5
-        rule = self.config(cfg).threshold_rule
-        if rule not in THRESHOLD_RULES:  # to become a type check of config.py
-            raise ConfigError(
-                f"{self.section}.threshold_rule must be one of {', '.join(THRESHOLD_RULES)}, got {rule!r}"
-            )
-        return rule
+        return self.config(cfg).threshold_rule  # one of THRESHOLD_RULES: checked by config.ThresholdRule
 
     def load_trained(self, cfg, run_dir: Path):
         """The model with the last weights of ``run_dir/train/<name>/`` (UserError when missing)."""

@@ -19,7 +19,6 @@ import numpy as np
 
 from microrepro.common import thresholds
 from microrepro.common.data_sources import DataSource
-from microrepro.common.errors import ConfigError
 from microrepro.common.predict import Objects, Predictor
 from microrepro.common.runs import DataInfo, Run, checksum_files
 from microrepro.common.task import Task
@@ -28,19 +27,6 @@ from microrepro.reproductions.spines import evaluate as evaluation
 from microrepro.reproductions.spines.config import SpinesConfig
 from microrepro.reproductions.spines.detect import detect_image
 from microrepro.reproductions.spines.models import MODELS, SPECS, ModelSpec
-
-
-def _check_threshold_config(cfg: SpinesConfig) -> None:
-    """Every model's threshold_rule, and the train_f1 grid, are valid (ConfigError otherwise).
-
-    To become type checks of config.py; called before training so a typo costs no training time.
-    """
-    for spec in SPECS.values():
-        spec.threshold_rule(cfg)
-    if not 0 < cfg.matching.threshold_step <= 0.9:
-        raise ConfigError(f"matching.threshold_step must be in (0, 0.9], got {cfg.matching.threshold_step}")
-    if cfg.matching.threshold_images < 0:
-        raise ConfigError(f"matching.threshold_images must be >= 0 (0 = all), got {cfg.matching.threshold_images}")
 
 
 class SpinesTask(Task):
@@ -66,7 +52,6 @@ class SpinesTask(Task):
 
     def _splits(self, run: Run, data: DataSource) -> tuple[dict, str, DataInfo]:
         cfg: SpinesConfig = run.config
-        _check_threshold_config(cfg)  # a ConfigError now, not after an hour of training
         splits = data_lib.load_splits(data, cfg, run.seed)
         return splits, splits["eval_split"], self._data_info(splits, splits["eval"])
 

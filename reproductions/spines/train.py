@@ -19,19 +19,16 @@ from microrepro.common import training
 from microrepro.common.errors import ConfigError
 from microrepro.reproductions.spines import data as data_lib
 
-OPTIMIZERS = ("adam", "momentum")  # Adam (paper) | SGD with momentum (released)
-
 
 def make_optimizer(train_cfg) -> keras.optimizers.Optimizer:
     """Adam (paper) or SGD with momentum (released), with decoupled weight decay when set.
 
     Args:
-        train_cfg: a ``TrainConfig`` (optimizer, lr, momentum, weight_decay).
+        train_cfg: a ``TrainConfig`` (optimizer, lr, momentum, weight_decay); its ``optimizer`` is
+            checked by ``config.Optimizer`` ("adam" | "momentum").
 
     Reference: Sec. 3.1 / 3.2 ("Adam optimizer"); the released configs use momentum SGD.
     """
-    if train_cfg.optimizer not in OPTIMIZERS:  # to become a type check of config.py
-        raise ConfigError(f"train.optimizer must be 'adam' or 'momentum', got {train_cfg.optimizer!r}")
     return training.make_optimizer(train_cfg.optimizer, train_cfg.lr, momentum=train_cfg.momentum,
                                    weight_decay=train_cfg.weight_decay or None)
 

@@ -9,7 +9,7 @@ import pytest
 
 from microrepro.common import thresholds
 from microrepro.common.data_sources import DataSource
-from microrepro.common.errors import ConfigError, UserError
+from microrepro.common.errors import UserError
 from microrepro.common.predict import COUNT_COLUMNS, OBJECT_COLUMNS
 from microrepro.common.runs import Run
 from microrepro.reproductions.spines.task import TASK
@@ -128,22 +128,6 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     thresholds.path(run.run_dir).unlink()
     with pytest.raises(UserError, match="microrepro evaluate"):
         TASK.predict(run.run_dir, images[:1], tmp_path / "pred_missing", model="yolov2")
-
-
-def test_unknown_threshold_rule_is_a_config_error_before_training(tmp_path):
-    data_dir = _write_fixture(tmp_path / "spines")
-
-    def reproduce(overrides, folder):
-        # config.py's type checks may refuse the value when the config is resolved already
-        cfg = TASK.load_config("paper", "smoke", overrides)
-        run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / folder)
-        TASK.reproduce(run, DataSource("spines", data_dir, "test fixture"))
-
-    with pytest.raises(ConfigError, match="threshold_rule"):
-        reproduce({"yolo": {"threshold_rule": "best"}}, "run")
-    with pytest.raises(ConfigError, match="threshold_step"):
-        reproduce({"matching": {"threshold_step": 0.0}}, "run2")
-    assert not (tmp_path / "run" / "train").exists() and not (tmp_path / "run2" / "train").exists()
 
 
 @pytest.mark.slow

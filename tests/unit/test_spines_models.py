@@ -31,10 +31,10 @@ def test_inception_v2_width_multiplier_and_errors():
         inception_v2.build_inception_v2(final_endpoint="Mixed_9z")
     with pytest.raises(ValueError, match="width_multiplier"):
         inception_v2.build_inception_v2(width_multiplier=0.0)
-    bns = [l for l in thin.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert bns and all(l.momentum == 0.997 for l in bns)  # slim / OD API batch_norm_decay
+    bns = [layer for layer in thin.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(layer.momentum == 0.997 for layer in bns)  # slim / OD API batch_norm_decay
     fast = inception_v2.build_inception_v2(in_channels=1, width_multiplier=0.25, input_size=64, bn_momentum=0.9)
-    assert all(l.momentum == 0.9 for l in fast.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert all(layer.momentum == 0.9 for layer in fast.layers if isinstance(layer, keras.layers.BatchNormalization))
     with pytest.raises(ValueError, match="bn_momentum"):
         inception_v2.build_inception_v2(width_multiplier=0.25, bn_momentum=1.0)
     with pytest.raises(ConfigError, match="not available offline"):
@@ -102,6 +102,20 @@ def test_one_table_of_models_names_section_threshold_and_sizes():
         TASK.check_model("resnet")
 
 
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"yolo": {"threshold_rule": "best"}}, "yolo.threshold_rule"),
+    ({"faster_rcnn": {"threshold_rule": "max_f1"}}, "faster_rcnn.threshold_rule"),
+    ({"matching": {"threshold_step": 0.0}}, "matching.threshold_step"),
+    ({"matching": {"threshold_step": 0.95}}, "matching.threshold_step"),
+    ({"matching": {"threshold_images": -1}}, "matching.threshold_images"),
+    ({"sp_cnn": {"train": {"optimizer": "sgd"}}}, "sp_cnn.train.optimizer"),
+])
+def test_threshold_and_optimizer_values_are_config_errors_when_the_config_is_resolved(overrides, key):
+    """The types of config.py refuse them, before any data is read or model trained (no hand checks left)."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        TASK.load_config("paper", "smoke", overrides)
+
+
 def test_feature_endpoint_sets_the_rpn_stride():
     """The CPU schedules read Mixed_3c (stride 8 at 224 px = the paper's stride 16 at 448 px)."""
     from microrepro.common import config as config_lib
@@ -115,7 +129,7 @@ def test_feature_endpoint_sets_the_rpn_stride():
     assert (train.faster_rcnn_config(paper).feature_stride, train.faster_rcnn_config(paper).rpn_positive_iou) == (
         16, 0.7)
     assert TASK.load_config("paper", "long").faster_rcnn.feature_endpoint == "Mixed_3c"  # long extends short
-    # config.py's type checks may refuse these values at merge time already; either way a ConfigError
+    # merge checks the value against config.py's types: a ConfigError naming the key
     with pytest.raises(ConfigError, match="feature_endpoint"):
         train.faster_rcnn_config(config_lib.merge(paper, {"faster_rcnn": {"feature_endpoint": "Mixed_9z"}}, "test"))
     with pytest.raises(ConfigError, match="bn_momentum"):
