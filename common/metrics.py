@@ -4,7 +4,8 @@
   ``best_f1_threshold`` (F1 against the score threshold), ``average_precision`` (COCO-exact AP at
   one IoU threshold);
 - counting: ``count_errors`` (MAE, MedAE, signed mean error, max error);
-- pixels: ``pixel_metrics``, ``threshold_sweep`` / ``best_threshold``, ``roc_curve``;
+- pixels: ``pixel_metrics``, ``threshold_sweep`` / ``best_threshold``, ``roc_curve``; the per-image
+  counts they sum (``pixel_counts``, ``threshold_counts``) for ``common.stats``' bootstrap;
 - segmentation overlap: ``class_mean_iou``, ``foreground_iou``, ``matched_object_iou`` and the
   dispatcher ``mean_instance_iou``.
 
@@ -23,7 +24,7 @@ overflow.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -87,10 +88,10 @@ def _pairs_of_images(pred, gt, pred_name: str = "pred") -> list[tuple[np.ndarray
         raise ValueError(f"{len(preds)} {pred_name} arrays but {len(gts)} ground-truth arrays")
     if not preds:
         raise ValueError("no images given")
-    for k, (p, g) in enumerate(zip(preds, gts)):
+    for k, (p, g) in enumerate(zip(preds, gts, strict=True)):
         if p.shape != g.shape:
             raise ValueError(f"image {k}: {pred_name} shape {p.shape} differs from gt shape {g.shape}")
-    return list(zip(preds, gts))
+    return list(zip(preds, gts, strict=True))
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +180,7 @@ def detection_sweep(
         )
     thresholds = np.asarray(thresholds, np.float64).reshape(-1)
     preds, scores = [], []
-    for k, (p, s) in enumerate(zip(predictions_per_image, scores_per_image)):
+    for k, (p, s) in enumerate(zip(predictions_per_image, scores_per_image, strict=True)):
         p = np.asarray(p, np.float64)
         s = np.asarray(s, np.float64).reshape(-1)
         if len(p) != len(s):
@@ -189,7 +190,7 @@ def detection_sweep(
     counts = np.zeros((len(thresholds), 3), np.int64)
     for t_index, t in enumerate(thresholds):
         total = aggregate(
-            match_fn(p[s >= t], g) for p, s, g in zip(preds, scores, gts_per_image)
+            match_fn(p[s >= t], g) for p, s, g in zip(preds, scores, gts_per_image, strict=True)
         )
         counts[t_index] = (total.tp, total.fp, total.fn)
     tp, fp, fn = counts.T
@@ -319,6 +320,26 @@ def _pixel_metrics_from_counts(tp, fp, fn, tn) -> dict[str, np.ndarray]:
     }
 
 
+def pixel_counts(pred, gt) -> dict[str, np.ndarray]:
+    """Pixel confusion counts of each image (what ``pixel_metrics`` sums; a bootstrap resamples them).
+
+    Args:
+        pred: ``(H, W)`` binary mask or a list of masks of any shapes; gt: the true masks, same shapes.
+
+    Returns:
+        ``{"tp", "fp", "fn", "tn"}``, each ``(I,)`` int64, one entry per image.
+    """
+    counts = []
+    for k, (p, g) in enumerate(_pairs_of_images(pred, gt)):
+        p = _as_binary(p, f"pred[{k}]")
+        g = _as_binary(g, f"gt[{k}]")
+        tp = np.count_nonzero(p & g)
+        n_pred, n_gt = np.count_nonzero(p), np.count_nonzero(g)
+        counts.append((tp, n_pred - tp, n_gt - tp, p.size - n_pred - n_gt + tp))
+    columns = np.asarray(counts, np.int64).reshape(-1, 4).T
+    return dict(zip(("tp", "fp", "fn", "tn"), columns, strict=True))
+
+
 def pixel_metrics(pred, gt) -> dict[str, float]:
     """Pixel-level confusion metrics of a binary prediction.
 
@@ -334,14 +355,8 @@ def pixel_metrics(pred, gt) -> dict[str, float]:
 
     Reference: fcn_segmentation Sec. 7.2, Table 1.
     """
-    counts = np.zeros(4, np.int64)
-    for k, (p, g) in enumerate(_pairs_of_images(pred, gt)):
-        p = _as_binary(p, f"pred[{k}]")
-        g = _as_binary(g, f"gt[{k}]")
-        tp = np.count_nonzero(p & g)
-        n_pred, n_gt = np.count_nonzero(p), np.count_nonzero(g)
-        counts += (tp, n_pred - tp, n_gt - tp, p.size - n_pred - n_gt + tp)
-    tp, fp, fn, tn = (int(c) for c in counts)
+    per_image = pixel_counts(pred, gt)
+    tp, fp, fn, tn = (int(per_image[k].sum()) for k in ("tp", "fp", "fn", "tn"))
     if tp + fp + fn + tn == 0:
         raise ValueError("pixel_metrics got empty arrays")
     metrics = {k: float(v) for k, v in _pixel_metrics_from_counts(tp, fp, fn, tn).items()}
@@ -410,6 +425,37 @@ def threshold_sweep(prob, gt, thresholds, *, strict: bool = False) -> dict[str, 
     return sweep
 
 
+def threshold_counts(prob, gt, thresholds, *, strict: bool = False) -> dict[str, np.ndarray]:
+    """``threshold_sweep``'s counts kept per image: what a bootstrap of AUC or best MCC resamples.
+
+    Returns:
+        ``thresholds`` ``(T,)`` (sorted, repeats removed) and ``tp``, ``fp``, ``fn``, ``tn``, each
+        ``(I, T)`` int64; their sums over axis 0 are ``threshold_sweep``'s counts.
+    """
+    thresholds = _sorted_thresholds(thresholds)
+    rows = [_threshold_counts([p], [g], thresholds, strict) for p, g in _pairs_of_images(prob, gt, "prob")]
+    out = {"thresholds": thresholds}
+    for i, key in enumerate(("tp", "fp", "fn", "tn")):
+        out[key] = np.asarray([r[i] for r in rows], np.int64).reshape(len(rows), len(thresholds))
+    return out
+
+
+def _roc_from_counts(tp, fp, fn, tn) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(fpr, tpr, auc)`` from ``(T,)`` counts at ascending thresholds (see ``roc_curve``)."""
+    positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
+    if positives == 0 or negatives == 0:
+        raise ValueError(
+            f"an ROC curve needs positive and negative pixels; the ground truth has "
+            f"{positives} positive and {negatives} negative"
+        )
+    tpr = tp / positives
+    fpr = fp / negatives
+    # thresholds ascend, so both rates descend: reverse, then close the curve at both ends
+    x = np.concatenate([[0.0], fpr[::-1], [1.0]])
+    y = np.concatenate([[0.0], tpr[::-1], [1.0]])
+    return fpr, tpr, float(np.trapezoid(y, x))
+
+
 def roc_curve(prob, gt, thresholds=None, *, strict: bool = False):
     """ROC curve, one point per threshold, and the area under it.
 
@@ -433,19 +479,7 @@ def roc_curve(prob, gt, thresholds=None, *, strict: bool = False):
     if thresholds is None:
         thresholds = np.unique(np.concatenate([np.asarray(p, np.float64).ravel() for p in _as_list(prob)]))
     thresholds = _sorted_thresholds(thresholds)
-    tp, fp, fn, tn = _threshold_counts(prob, gt, thresholds, strict)
-    positives, negatives = tp[0] + fn[0], fp[0] + tn[0]
-    if positives == 0 or negatives == 0:
-        raise ValueError(
-            f"an ROC curve needs positive and negative pixels; the ground truth has "
-            f"{positives} positive and {negatives} negative"
-        )
-    tpr = tp / positives
-    fpr = fp / negatives
-    # thresholds ascend, so both rates descend: reverse, then close the curve at both ends
-    x = np.concatenate([[0.0], fpr[::-1], [1.0]])
-    y = np.concatenate([[0.0], tpr[::-1], [1.0]])
-    auc = float(np.trapezoid(y, x))
+    fpr, tpr, auc = _roc_from_counts(*_threshold_counts(prob, gt, thresholds, strict))
     return fpr, tpr, thresholds, auc
 
 
@@ -472,7 +506,12 @@ def class_mean_iou(pred, gt) -> float:
         (robomorelli/cell_counting_yellow ``evaluation_utils.mean_iou``) is TF's 2-class mean_iou.
     """
     counts = pixel_metrics(pred, gt)
-    tp, fp, fn, tn = counts["tp"], counts["fp"], counts["fn"], counts["tn"]
+    return _class_mean_iou_from_counts(counts["tp"], counts["fp"], counts["fn"], counts["tn"])
+
+
+def _class_mean_iou_from_counts(tp: int, fp: int, fn: int, tn: int) -> float:
+    """Mean of the cell IoU and the background IoU, each left out when its denominator is 0."""
+    tp, fp, fn, tn = int(tp), int(fp), int(fn), int(tn)
     ious = [tp / (tp + fp + fn) if tp + fp + fn else None,
             tn / (tn + fn + fp) if tn + fn + fp else None]
     ious = [v for v in ious if v is not None]

@@ -2,22 +2,57 @@
 
 Each model key's threshold is the one of maximum F1 on training fields (Sec. 5.1, Fig. 8),
 chosen with ``common.thresholds`` and stored in the run's ``thresholds.json``; the metrics of a
-split are computed at that stored threshold.
+split are computed at that stored threshold. Every Table 1 metric carries a 95 % bootstrap
+interval over the split's fields (``common.stats``: ``<metric>_ci_low`` / ``_ci_high``), and the
+README's orderings (watershed vs connected components, weight maps vs none) are paired
+bootstrap differences on the same fields, stored under model ``paired``.
 
 Reference: Sec. 5.1 (threshold optimisation, centroid matching < 50 px, F1, MAE, MedAE) and Table 1.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from microrepro.common import thresholds, training
+from microrepro.common import stats, thresholds, training
 from microrepro.common.errors import ConfigError
+from microrepro.common.matching import MatchResult
 from microrepro.common.runs import Run
 from microrepro.reproductions.cell_counting import postprocess as post
 from microrepro.reproductions.cell_counting.config import CellCountingConfig
 from microrepro.reproductions.cell_counting.data import Field
-from microrepro.reproductions.cell_counting.inference import FULL, NETWORK, postprocessor, predict_heatmap
+from microrepro.reproductions.cell_counting.inference import (
+    FULL,
+    NETWORK,
+    NO_WATERSHED,
+    NO_WEIGHTMAP,
+    postprocessor,
+    predict_heatmap,
+)
+
+# The README's orderings, each (a, b) stored as a − b under model "paired": the watershed against
+# plain connected components (Sec. 4.3), the weight maps against plain BCE (Sec. 4.2).
+COMPARED = ((FULL, NO_WATERSHED), (FULL, NO_WEIGHTMAP))
+COMPARED_METRICS = ("f1", "mae")
+
+
+class FieldResult(NamedTuple):
+    """One field's evaluation: what the detections figure draws and what the bootstrap resamples.
+
+    Attributes:
+        id: the field's id.
+        labels: ``(H, W)`` predicted instance labels.
+        hungarian: centroid matching (``f1``); released: the released greedy rule (``f1_released``).
+        pixels: ``{"tp", "fp", "fn", "tn"}`` pixel counts of ``labels > 0`` against the true mask.
+    """
+
+    id: str
+    labels: np.ndarray
+    hungarian: MatchResult
+    released: MatchResult
+    pixels: dict
 
 
 def threshold_grid(cfg: CellCountingConfig) -> np.ndarray:
@@ -69,7 +104,7 @@ def f1_sweep(heatmaps, fields: list[Field], post_fn, grid, max_dist: float) -> d
     def evaluate(threshold: float) -> dict[str, float]:
         total = aggregate(
             match_points(post.measure_objects(post_fn(h, threshold))["centroids"], g, max_dist, inclusive=False)
-            for h, g in zip(heatmaps, gts)
+            for h, g in zip(heatmaps, gts, strict=True)
         )
         precision, recall, f1 = prf(total.tp, total.fp, total.fn)
         return {"tp": total.tp, "fp": total.fp, "fn": total.fn,
@@ -115,30 +150,33 @@ def choose_thresholds(run: Run, cfg: CellCountingConfig, models: dict, train_fie
     return {key: threshold.value for key, threshold in chosen.items()}
 
 
-def evaluate_fields(heatmaps, fields: list[Field], post_fn, threshold: float, max_dist: float) -> tuple[dict, list]:
-    """Table 1 metrics of one model on one split.
+def evaluate_fields(heatmaps, fields: list[Field], post_fn, threshold: float, max_dist: float
+                    ) -> tuple[dict, list[FieldResult]]:
+    """Table 1 metrics of one model on one split, each with its bootstrap interval over fields.
 
     Returns:
         ``(metrics, per_field)``: metrics = f1/precision/recall (Hungarian centroid matching,
         distance < ``max_dist``), f1_released/precision_released/recall_released (the released
         greedy bounding-box-centre rule), mae/medae/mean_error (per-field counts), mean_iou
-        (two-class mean IoU pooled over pixels, as released), foreground_iou, threshold;
-        per_field = (id, ``(H, W)`` labels, hungarian MatchResult) for figures.
+        (two-class mean IoU pooled over pixels, as released), foreground_iou, threshold, and
+        ``<metric>_ci_low`` / ``<metric>_ci_high`` of each but the threshold (``common.stats``,
+        fields resampled); per_field = one ``FieldResult`` per field.
 
     Reference: Sec. 5.1 and Table 1.
     """
     from microrepro.common.matching import aggregate
-    from microrepro.common.metrics import class_mean_iou, count_errors, foreground_iou
+    from microrepro.common.metrics import class_mean_iou, count_errors, foreground_iou, pixel_counts
 
     hung, rel, pred_counts, gt_counts, per_field, pred_masks, gt_masks = [], [], [], [], [], [], []
-    for heat, field in zip(heatmaps, fields):
+    for heat, field in zip(heatmaps, fields, strict=True):
         labels = post_fn(heat, threshold)
         h, r = match_field(labels, field.labels, max_dist)
         hung.append(h), rel.append(r)
         pred_counts.append(h.n_pred)
         gt_counts.append(h.n_gt)
         pred_masks.append(labels > 0), gt_masks.append(field.labels > 0)
-        per_field.append((field.id, labels, h))
+        pixels = {k: int(v[0]) for k, v in pixel_counts([pred_masks[-1]], [gt_masks[-1]]).items()}
+        per_field.append(FieldResult(field.id, labels, h, r, pixels))
     H, R = aggregate(hung), aggregate(rel)
     counts = count_errors(pred_counts, gt_counts)
     metrics = {
@@ -148,7 +186,46 @@ def evaluate_fields(heatmaps, fields: list[Field], post_fn, threshold: float, ma
         "mean_iou": class_mean_iou(pred_masks, gt_masks), "foreground_iou": foreground_iou(pred_masks, gt_masks),
         "threshold": threshold,
     }
+    metrics.update(stats.interval_keys(stats.bootstrap(per_image(per_field), table1_statistic)))
     return metrics, per_field
+
+
+def per_image(per_field: list[FieldResult]) -> dict[str, np.ndarray]:
+    """The per-field data Table 1 is computed from, ``(I,)`` each (what ``table1_statistic`` takes).
+
+    Returns:
+        ``tp``/``fp``/``fn`` (Hungarian), ``released_tp``/``released_fp``/``released_fn``,
+        ``n_pred``/``n_gt`` (object counts), ``px_tp``/``px_fp``/``px_fn``/``px_tn`` (pixels) and
+        ``foreground_iou`` (each field's cell IoU).
+    """
+    from microrepro.common.metrics import _pixel_metrics_from_counts
+
+    out = {}
+    for prefix, attr in (("", "hungarian"), ("released_", "released")):
+        for k in ("tp", "fp", "fn"):
+            out[prefix + k] = np.array([getattr(getattr(f, attr), k) for f in per_field], np.int64)
+    out["n_pred"] = np.array([f.hungarian.n_pred for f in per_field], np.int64)
+    out["n_gt"] = np.array([f.hungarian.n_gt for f in per_field], np.int64)
+    for k in ("tp", "fp", "fn", "tn"):
+        out[f"px_{k}"] = np.array([f.pixels[k] for f in per_field], np.int64)
+    out["foreground_iou"] = np.array([float(_pixel_metrics_from_counts(**f.pixels)["iou"]) for f in per_field])
+    return out
+
+
+def table1_statistic(per_image: dict[str, np.ndarray]) -> dict[str, float]:
+    """Table 1's metrics from the per-field data of ``per_image`` (all fields: the point estimates).
+
+    Reference: Sec. 5.1 and Table 1 (counts summed over fields, count errors per field).
+    """
+    px = {k: per_image[f"px_{k}"] for k in ("tp", "fp", "fn", "tn")}
+    released = stats.detection_statistic({k: per_image[f"released_{k}"] for k in ("tp", "fp", "fn")})
+    return {
+        **stats.detection_statistic(per_image),
+        **{f"{k}_released": v for k, v in released.items()},
+        **stats.counting_statistic({"pred": per_image["n_pred"], "gt": per_image["n_gt"]}),
+        **stats.class_mean_iou_statistic(px),
+        **stats.mean_statistic("foreground_iou")(per_image),
+    }
 
 
 def evaluate_splits(run: Run, cfg: CellCountingConfig, models: dict, eval_sets: dict, cuts: dict[str, float],
@@ -165,17 +242,52 @@ def evaluate_splits(run: Run, cfg: CellCountingConfig, models: dict, eval_sets: 
     for split, field_set in eval_sets.items():
         heat = {name: [predict_heatmap(models[name], f.image, cfg) for f in field_set.fields]
                 for name in dict.fromkeys(NETWORK[key] for key in cuts)}
+        fields_of = {}
         for key, cut in cuts.items():
             metrics, per_field = evaluate_fields(heat[NETWORK[key]], field_set.fields, postprocessor(key, sizes),
                                                  cut, cfg.postprocess.match_distance)
             run.add_metrics(key, split, metrics, field_set.info)
+            fields_of[key] = per_field
             print(f"[cell_counting] {key} on {split}: F1 {metrics['f1']:.3f} "
-                  f"(released rule {metrics['f1_released']:.3f}), MAE {metrics['mae']:.2f}, "
+                  f"(95% {_ci(metrics, 'f1')}; released rule {metrics['f1_released']:.3f}), "
+                  f"MAE {metrics['mae']:.2f} ({_ci(metrics, 'mae')}), "
                   f"MedAE {metrics['medae']:.1f}, mean IoU {metrics['mean_iou']:.3f}")
             if key == FULL and per_field:
                 # The field with the most cells shows splitting (or merging) of touching cells best.
                 k = int(np.argmax([f.labels.max() for f in field_set.fields]))
-                plot_detections(run, f"detections_{split}", field_set.fields[k], per_field[k][1], per_field[k][2])
+                plot_detections(run, f"detections_{split}", field_set.fields[k], per_field[k].labels,
+                                per_field[k].hungarian)
+        record_paired(run, split, field_set.info, fields_of)
+
+
+def record_paired(run: Run, split: str, info, fields_of: dict[str, list[FieldResult]]) -> dict:
+    """Paired bootstrap differences (``COMPARED`` × ``COMPARED_METRICS``) on the same fields, under ``paired``.
+
+    Args:
+        info: the split's ``DataInfo``.
+        fields_of: ``{model key: per_field}`` of ``evaluate_fields`` on ``split``.
+
+    Returns:
+        The recorded ``{<metric>_diff__<a>__vs__<b>: a − b, ..._ci_low, ..._ci_high}`` (empty when
+        no compared pair was evaluated).
+
+    Reference: Sec. 4.2-4.3 (weight maps, watershed), Sec. 5.1.
+    """
+    run.extra["bootstrap"] = stats.settings()
+    paired = stats.compare({key: per_image(f) for key, f in fields_of.items()}, COMPARED, COMPARED_METRICS,
+                           table1_statistic)
+    if paired:
+        run.add_metrics(stats.PAIRED, split, paired, info)
+        for a, b in COMPARED:
+            key = stats.paired_key("f1", a, b)
+            if key in paired:
+                print(f"[cell_counting] {split}: F1 {a} − {b} = {paired[key]:+.3f} (95% {_ci(paired, key)})")
+    return paired
+
+
+def _ci(metrics: dict, key: str) -> str:
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return "n/a" if low is None or high is None else f"{low:.3f}..{high:.3f}"
 
 
 def time_inference(model, cfg: CellCountingConfig) -> dict:

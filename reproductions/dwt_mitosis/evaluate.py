@@ -9,6 +9,11 @@
   lowest), chosen and stored once per detector with ``common.thresholds`` (``thresholds.json`` of
   the run), or ``rcnn.score_threshold`` when configured (``thresholds.fixed``).
 
+Every rate above carries a 95 % bootstrap interval over images (``common.stats``:
+``<metric>_ci_low`` / ``<metric>_ci_high``; raw totals such as tp / fp / fn and box counts do not).
+Table 2's orderings (DWT-net vs U-Net labels, each vs manual labels) are paired bootstrap
+differences of F1 on the same test images, stored under model ``paired`` (``record_paired``).
+
 Images are RGB uint8 ``(H, W, 3)``; boxes ``[x1, y1, x2, y2]`` px ``(N, 4)``; points ``[x, y]`` px.
 
 Reference: dwt_mitosis Sec. 4.2 (evaluation criterion), Sec. 4.4–4.5 (Tables 1 and 2).
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from microrepro.common import thresholds
+from microrepro.common import stats, thresholds
 from microrepro.common.runs import Run
 from microrepro.reproductions.dwt_mitosis import rcnn
 from microrepro.reproductions.dwt_mitosis.config import DwtMitosisConfig
@@ -29,6 +34,13 @@ from microrepro.reproductions.dwt_mitosis.proposals import RegionSet
 from microrepro.reproductions.dwt_mitosis.segmentation import SEG_MODELS, predict_prob
 
 PIXEL_KEYS = ("precision", "recall", "f1", "iou", "mcc")
+DETECTION_KEYS = ("recall", "precision", "f1")
+# label-quality rates with an interval (n_generated / n_manual are totals of the sample, not rates)
+QUALITY_KEYS = ("box_iou_mean", "box_iou_median", "frac_iou_ge_0.5", "boxes_per_manual", "point_coverage")
+# Table 2's orderings, each (a, b) stored as a − b under model "paired" (task.rcnn_model names).
+COMPARED = (("rcnn_dwt_labels", "rcnn_unet_labels"), ("rcnn_dwt_labels", "rcnn_manual_labels"),
+            ("rcnn_unet_labels", "rcnn_manual_labels"))
+COMPARED_METRICS = ("f1",)
 
 
 def match_detections(boxes_per_image, scores_per_image, image_set: ImageSet, threshold: float, match_um: float):
@@ -50,7 +62,8 @@ def match_detections(boxes_per_image, scores_per_image, image_set: ImageSet, thr
     from microrepro.datasets.base import boxes_to_points
 
     results = []
-    for boxes, scores, points, px in zip(boxes_per_image, scores_per_image, image_set.points, image_set.pixel_sizes):
+    for boxes, scores, points, px in zip(boxes_per_image, scores_per_image, image_set.points, image_set.pixel_sizes,
+                                         strict=True):
         kept = boxes[scores >= threshold]
         results.append(match_points(boxes_to_points(kept), points, match_um, pixel_size_um=px))
     return aggregate(results), results
@@ -100,31 +113,47 @@ def detect_set(extractor, head, image_set: ImageSet, regions: RegionSet, cfg: Dw
 
 
 def evaluate_seg(run: Run, cfg: DwtMitosisConfig, seg_models: dict, test: ImageSet) -> None:
-    """Phase-1 pixel metrics (p(mitosis) >= ``seg.threshold``) of every network on ``test``."""
-    from microrepro.common.metrics import pixel_metrics
+    """Phase-1 pixel metrics (p(mitosis) >= ``seg.threshold``) of every network on ``test``, intervals over fields."""
+    from microrepro.common.metrics import pixel_counts, pixel_metrics
 
+    run.extra["bootstrap"] = stats.settings()
     for kind, model in seg_models.items():
         probs = predict_prob(model, test.images, cfg)
-        metrics = pixel_metrics([p >= cfg.seg.threshold for p in probs], [m > 0 for m in test.masks])
-        run.add_metrics(SEG_MODELS[kind], "synthetic_test", {k: metrics[k] for k in PIXEL_KEYS}, test.info)
+        masks, truth = [p >= cfg.seg.threshold for p in probs], [m > 0 for m in test.masks]
+        metrics = pixel_metrics(masks, truth)
+        intervals = stats.bootstrap(pixel_counts(masks, truth), stats.pixel_statistic)
+        values = {k: metrics[k] for k in PIXEL_KEYS} | stats.interval_keys({k: intervals[k] for k in PIXEL_KEYS})
+        run.add_metrics(SEG_MODELS[kind], "synthetic_test", values, test.info)
         print(f"[dwt_mitosis] {SEG_MODELS[kind]} on synthetic_test: pixel F1 {metrics['f1']:.3f}, "
               f"IoU {metrics['iou']:.3f}")
 
 
 def record_label_quality(run: Run, domain: str, train: ImageSet, generated: dict, manual: list | None) -> None:
-    """Generated boxes of each phase-1 net against the manual boxes (where masks exist) and the points."""
+    """Generated boxes of each phase-1 net against the manual boxes (where masks exist) and the points.
+
+    The rates (``QUALITY_KEYS``) get bootstrap intervals over the training images: each resample
+    calls ``labels.label_quality`` on the resampled images' boxes and points.
+    """
     from microrepro.reproductions.dwt_mitosis.labels import label_quality
 
+    run.extra["bootstrap"] = stats.settings()
     for kind, labels in generated.items():
         boxes = [g.boxes for g in labels]
-        if manual is not None:
-            quality = label_quality(boxes, manual, train.points)
-        else:
-            quality = label_quality(boxes, [np.zeros((0, 4))] * len(boxes), train.points)
-            quality = {k: quality[k] for k in ("n_generated", "point_coverage")}
+        truth = manual if manual is not None else [np.zeros((0, 4))] * len(boxes)
+        keep = None if manual is not None else ("n_generated", "point_coverage")
+
+        def quality_of(subset, boxes=boxes, truth=truth, keep=keep) -> dict:
+            idx = subset["image"]
+            values = label_quality([boxes[i] for i in idx], [truth[i] for i in idx], [train.points[i] for i in idx])
+            return values if keep is None else {k: values[k] for k in keep}
+
+        per_image = {"image": np.arange(len(boxes))}
+        quality = quality_of(per_image)
+        intervals = stats.bootstrap(per_image, quality_of)
+        quality |= stats.interval_keys({k: intervals[k] for k in QUALITY_KEYS if k in intervals})
         run.add_metrics(f"{kind}_labels", f"{domain}_det_train", quality, train.info)
         print(f"[dwt_mitosis] {domain}: {kind} labels on {len(train)} training images: " +
-              ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+              ", ".join(f"{k} {v:.3f}" for k, v in quality.items() if not k.endswith(stats.CI_SUFFIXES)))
 
 
 def rcnn_threshold(run: Run, cfg: DwtMitosisConfig, detector, name: str, domain: str, val: ImageSet,
@@ -151,17 +180,20 @@ def rcnn_threshold(run: Run, cfg: DwtMitosisConfig, detector, name: str, domain:
 
 
 def evaluate_rcnn(run: Run, cfg: DwtMitosisConfig, detector, name: str, model: str, split: str, test: ImageSet,
-                  regions: RegionSet, threshold: float) -> None:
+                  regions: RegionSet, threshold: float) -> dict[str, np.ndarray]:
     """Detection metrics of the R-CNN ``name`` on ``test`` at ``threshold``, its timing and figure.
 
     ``ms_per_image``: the selective-search share (measured when ``regions`` were built) plus the
     median time of scoring one test image (``common.training.median_seconds``).
+
+    Returns:
+        The per-image ``tp``, ``fp``, ``fn`` ``(I,)`` (for ``record_paired``).
     """
     from microrepro.common.training import median_seconds
 
     extractor, head = detector
     boxes, scores = detect_set(extractor, head, test, regions, cfg)
-    total, _ = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
+    total, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
     counts = [len(regions.of_image(k)) for k in range(len(test))]
     k = int(np.argsort(counts, kind="stable")[len(counts) // 2])  # an image of median proposal count
     idx = regions.of_image(k)
@@ -169,8 +201,9 @@ def evaluate_rcnn(run: Run, cfg: DwtMitosisConfig, detector, name: str, model: s
     scoring = median_seconds(lambda: rcnn.detect(extractor, head, regions.warps[idx], regions.boxes[idx],
                                                  cfg.rcnn.nms_iou, shape[0], shape[1]), cfg.eval.timing_repeats)
     ms = 1000.0 * (regions.seconds_proposals / max(len(test), 1) + scoring)
-    _record(run, model, split, test, total, threshold, ms)
+    counts = _record(run, model, split, test, total, per_image, threshold, ms)
     detections_figure(run, f"detections_{name}", test, boxes, scores, threshold, cfg)
+    return counts
 
 
 def faster_threshold(run: Run, cfg: DwtMitosisConfig, model, name: str, domain: str, val: ImageSet) -> float:
@@ -183,25 +216,60 @@ def faster_threshold(run: Run, cfg: DwtMitosisConfig, model, name: str, domain: 
     return chosen.value
 
 
-def evaluate_faster(run: Run, cfg: DwtMitosisConfig, model, domain: str, test: ImageSet, threshold: float) -> None:
-    """Detection metrics of the phase-2 Faster R-CNN on ``test`` at ``threshold``, timing and figure."""
+def evaluate_faster(run: Run, cfg: DwtMitosisConfig, model, domain: str, test: ImageSet,
+                    threshold: float) -> dict[str, np.ndarray]:
+    """Detection metrics of the phase-2 Faster R-CNN on ``test`` at ``threshold``, timing and figure.
+
+    Returns:
+        The per-image ``tp``, ``fp``, ``fn`` ``(I,)``.
+    """
     from microrepro.common.training import median_seconds
     from microrepro.reproductions.dwt_mitosis.faster import FASTER, faster_detect
 
     boxes, scores = faster_detect(model, test.images)
-    total, _ = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
+    total, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
     one = np.stack(test.images[:1]).astype(np.float32) / 255.0
     ms = 1000.0 * median_seconds(lambda: model.predict_detections(one), cfg.eval.timing_repeats)
-    _record(run, FASTER, f"{domain}_test", test, total, threshold, ms)
+    counts = _record(run, FASTER, f"{domain}_test", test, total, per_image, threshold, ms)
     detections_figure(run, f"detections_{FASTER}_{domain}", test, boxes, scores, threshold, cfg)
+    return counts
 
 
-def _record(run: Run, model: str, split: str, test: ImageSet, total, threshold: float, ms: float) -> None:
+def _record(run: Run, model: str, split: str, test: ImageSet, total, per_image: list, threshold: float,
+            ms: float) -> dict[str, np.ndarray]:
+    """Record a detector's row (rates with bootstrap intervals over images); return its per-image counts."""
+    counts = {k: np.array([getattr(r, k) for r in per_image], np.int64) for k in ("tp", "fp", "fn")}
+    intervals = stats.bootstrap(counts, stats.detection_statistic)
     metrics = {"recall": total.recall, "precision": total.precision, "f1": total.f1, "tp": total.tp,
-               "fp": total.fp, "fn": total.fn, "threshold": float(threshold), "ms_per_image": ms}
+               "fp": total.fp, "fn": total.fn, "threshold": float(threshold), "ms_per_image": ms,
+               **stats.interval_keys({k: intervals[k] for k in DETECTION_KEYS})}
+    run.extra["bootstrap"] = stats.settings()
     run.add_metrics(model, split, metrics, test.info)
+    low, high = metrics["f1_ci_low"], metrics["f1_ci_high"]
     print(f"[dwt_mitosis] {model} on {split}: recall {total.recall:.3f}, precision {total.precision:.3f}, "
-          f"F1 {total.f1:.3f}")
+          f"F1 {total.f1:.3f} (95% " + ("n/a" if low is None else f"{low:.3f}..{high:.3f}") + ")")
+    return counts
+
+
+def record_paired(run: Run, split: str, info, per_image: dict[str, dict]) -> dict:
+    """Paired bootstrap differences of Table 2's detectors on the same test images, under model ``paired``.
+
+    Args:
+        split: the test split (``synthetic_test``, ``amibr_test``).
+        info: its ``DataInfo``.
+        per_image: ``{model: per-image tp/fp/fn}`` as returned by ``evaluate_rcnn``.
+
+    Returns:
+        The recorded ``{f1_diff__<a>__vs__<b>: a − b, ..._ci_low, ..._ci_high}`` for each pair of
+        ``COMPARED`` whose two models were evaluated (empty: nothing recorded).
+
+    Reference: dwt_mitosis Table 2 (labels of the DWT net, a plain U-Net and manual boxes).
+    """
+    run.extra["bootstrap"] = stats.settings()
+    paired = stats.compare(per_image, COMPARED, COMPARED_METRICS, stats.detection_statistic)
+    if paired:
+        run.add_metrics(stats.PAIRED, split, paired, info)
+    return paired
 
 
 # ----------------------------------------------------------------------------------------------

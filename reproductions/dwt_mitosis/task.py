@@ -136,7 +136,7 @@ class DwtMitosisTask(Task):
         generated = generate_labels(cfg, train, seg_models)
         manual = None
         if train.masks is not None:
-            manual = [label_lib.manual_boxes(m, p) for m, p in zip(train.masks, train.points)]
+            manual = [label_lib.manual_boxes(m, p) for m, p in zip(train.masks, train.points, strict=True)]
         ev.record_label_quality(run, domain, train, generated, manual)
         ev.labels_figure(run, f"generated_boxes_{domain}", train, generated, manual, cfg.eval.figure_examples)
 
@@ -147,22 +147,31 @@ class DwtMitosisTask(Task):
                    (("train", train), ("val", val), ("test", test))}
         print(f"[dwt_mitosis] {domain}: {len(regions['train'].boxes)} training proposals "
               f"({len(regions['train'].boxes) / max(len(train), 1):.0f} per image)")
+        per_image = {}  # per-image tp / fp / fn of each R-CNN on the same test images
         for source in sources:
             if source == "manual":
                 gt = manual
             elif source == "square":  # Sec. 2: the fixed square around each point of earlier work
                 gt = [label_lib.square_boxes(p, cfg.square_size_um / px, *img.shape[:2])
-                      for p, px, img in zip(train.points, train.pixel_sizes, train.images)]
+                      for p, px, img in zip(train.points, train.pixel_sizes, train.images, strict=True)]
             else:
                 gt = [g.boxes for g in generated[source]]
-            self._rcnn(run, cfg, domain, source, gt, sets, regions)
+            counts = self._rcnn(run, cfg, domain, source, gt, sets, regions)
+            if counts is not None:
+                per_image[rcnn_model(source)] = counts
+        ev.record_paired(run, f"{domain}_test", test.info, per_image)  # Table 2's orderings, paired
         if cfg.faster.enabled and "dwt" in generated:
             self._faster(run, cfg, domain, sets, [g.boxes for g in generated["dwt"]])
         return sources
 
     def _rcnn(self, run: Run, cfg: DwtMitosisConfig, domain: str, source: str, gt: list, sets: dict,
-              regions: dict) -> None:
-        """Train R-CNN on ``gt`` boxes of ``source``, choose its threshold on det_val, test it."""
+              regions: dict) -> dict | None:
+        """Train R-CNN on ``gt`` boxes of ``source``, choose its threshold on det_val, test it.
+
+        Returns:
+            The per-image tp / fp / fn on the test images (``evaluate.evaluate_rcnn``); None when
+            no box was generated (nothing trained).
+        """
         train, test = sets["det_train"], sets["test"]
         model = rcnn_model(source)
         name = f"{model}_{domain}"
@@ -170,14 +179,14 @@ class DwtMitosisTask(Task):
         if n_boxes == 0:
             print(f"[dwt_mitosis] {domain}: no {source} boxes were generated; {model} cannot be trained")
             run.add_metrics(model, f"{domain}_test", {"recall": 0.0, "precision": 0.0, "f1": 0.0}, test.info)
-            return
+            return None
         print(f"[dwt_mitosis] {domain}: phase 2 R-CNN on {source} labels ({n_boxes} boxes)")
         run.schedule_run[name] = rcnn.train_rcnn(regions["train"], gt, train.images, cfg.rcnn, run_dir=run.run_dir,
                                                  name=name, seed=run.seed)
         run.save()
         detector = rcnn.load_rcnn(run.run_dir, name, cfg.rcnn)
         threshold = ev.rcnn_threshold(run, cfg, detector, name, domain, sets["det_val"], regions["val"])
-        ev.evaluate_rcnn(run, cfg, detector, name, model, f"{domain}_test", test, regions["test"], threshold)
+        return ev.evaluate_rcnn(run, cfg, detector, name, model, f"{domain}_test", test, regions["test"], threshold)
 
     def _faster(self, run: Run, cfg: DwtMitosisConfig, domain: str, sets: dict, boxes: list) -> None:
         """Phase 2 with common/detection's Faster R-CNN on the DWT-net labels (Sec. 3.2, "any detector")."""
@@ -207,13 +216,15 @@ class DwtMitosisTask(Task):
                 continue
             test = domains[domain]["test"]
             regions = build_regions(test.images, test.pixel_sizes, cfg.rcnn)
+            per_image = {}
             for source in state["sources"].get(domain, []):
                 model = rcnn_model(source)
                 name = f"{model}_{domain}"
                 if name in stored:
                     detector = rcnn.load_rcnn(run.run_dir, name, cfg.rcnn)
-                    ev.evaluate_rcnn(run, cfg, detector, name, model, f"{domain}_test", test, regions,
-                                     stored[name].value)
+                    per_image[model] = ev.evaluate_rcnn(run, cfg, detector, name, model, f"{domain}_test", test,
+                                                        regions, stored[name].value)
+            ev.record_paired(run, f"{domain}_test", test.info, per_image)
             name = f"{FASTER}_{domain}"
             if name in stored:
                 model = load_faster(run.run_dir, cfg, name, test.images[0].shape[0], run.seed)

@@ -5,6 +5,12 @@ Every model's operating threshold is chosen once on validation data with ``commo
 stored in the run's ``thresholds.json``; the metrics of Table 1 are then computed at it on
 images never used to choose it.
 
+Every metric computed from the evaluation images carries a 95 % bootstrap interval over images
+(``common.stats``: ``<metric>_ci_low`` / ``<metric>_ci_high``); the paper's claim that fine-tuning
+raises MCC is a paired bootstrap difference on the same images (model ``paired``, key
+``mcc_diff__fcrn_a_finetuned__vs__fcrn_a_pretrained``; the same interval beside
+``mcc_gain_over_pretrained``).
+
 Reference: Marzo & La Rosa 2016, Sec. 7.2 (specificity, precision, recall, accuracy, F-score and
 MCC at the threshold maximising MCC; ROC curve, Fig. 10), Table 1.
 """
@@ -15,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from microrepro.common import stats
 from microrepro.common import thresholds as thresholds_lib
 from microrepro.common.runs import DataInfo, Run, checksum_files
 from microrepro.reproductions.fcn_segmentation import data as fdata
@@ -24,6 +31,9 @@ from microrepro.reproductions.fcn_segmentation.splits import SPLIT_FILE
 PRETRAINED, FINETUNED, VGG = "fcrn_a_pretrained", "fcrn_a_finetuned", "fcrn_a_vgg"
 MODELS = (FINETUNED, PRETRAINED, VGG)
 METRIC_KEYS = ("specificity", "precision", "recall", "accuracy", "f1", "mcc")
+# The paper's ordering (Sec. 8, Table 1): fine-tuned minus pre-trained, on the same images.
+COMPARED = ((FINETUNED, PRETRAINED),)
+COMPARED_METRICS = ("mcc",)
 
 
 def threshold_grid(cfg: FcnSegmentationConfig) -> np.ndarray:
@@ -64,11 +74,13 @@ def metrics_at(probs: list[np.ndarray], targets: list[np.ndarray], threshold: fl
 
     Returns:
         ``{specificity, precision, recall, accuracy, f1, mcc, threshold, auc, mcc_oracle,
-        threshold_oracle}``; ``auc`` is None when the masks have no cell or no background pixel.
+        threshold_oracle}``; ``auc`` is None when the masks have no cell or no background pixel;
+        and ``<metric>_ci_low`` / ``_ci_high`` of each but the two thresholds (95 % bootstrap over
+        images, ``common.stats``; None where undefined, e.g. with one image).
 
     Reference: Sec. 7.2, Table 1.
     """
-    from microrepro.common.metrics import pixel_metrics, roc_curve
+    from microrepro.common.metrics import pixel_metrics, roc_curve, threshold_counts
 
     values = pixel_metrics([p >= threshold for p in probs], targets)
     out = {k: values[k] for k in METRIC_KEYS}
@@ -79,7 +91,18 @@ def metrics_at(probs: list[np.ndarray], targets: list[np.ndarray], threshold: fl
         out["auc"] = None
     oracle = choose_threshold(probs, targets, cfg, split="eval")
     out["mcc_oracle"], out["threshold_oracle"] = oracle.metric_value, oracle.value
+    intervals = stats.bootstrap(per_image_counts(probs, targets, threshold), stats.pixel_statistic)
+    sweep = threshold_counts(probs, targets, threshold_grid(cfg))
+    intervals.update(stats.bootstrap({k: sweep[k] for k in ("tp", "fp", "fn", "tn")}, stats.sweep_statistic))
+    out.update(stats.interval_keys({k: intervals[k] for k in (*METRIC_KEYS, "auc", "mcc_oracle")}))
     return out
+
+
+def per_image_counts(probs: list[np.ndarray], targets: list[np.ndarray], threshold: float) -> dict[str, np.ndarray]:
+    """Pixel ``tp``, ``fp``, ``fn``, ``tn`` of ``prob >= threshold`` per image, ``(I,)`` each (what is resampled)."""
+    from microrepro.common.metrics import pixel_counts
+
+    return pixel_counts([p >= threshold for p in probs], targets)
 
 
 def real_info(split: fdata.RealSplit, items: list[fdata.Item], kind: str, what: str) -> DataInfo:
@@ -113,10 +136,20 @@ def evaluate_real(run: Run, cfg: FcnSegmentationConfig, real: fdata.RealSplit, m
     for name, model in models.items():
         probs[name] = fdata.predict_probability(model, [it.image for it in real.eval])
         run.add_metrics(name, split_name, metrics_at(probs[name], targets, thresholds[name], cfg), info)
+    run.extra["bootstrap"] = stats.settings()
     if PRETRAINED in probs and FINETUNED in probs:
         # The paper's claim (Sec. 8, Table 1): fine-tuning improves MCC on the real images.
+        paired = stats.compare({name: per_image_counts(p, targets, thresholds[name]) for name, p in probs.items()},
+                               COMPARED, COMPARED_METRICS, stats.pixel_statistic)
+        run.add_metrics(stats.PAIRED, split_name, paired, info)
         gain = run.metrics[FINETUNED][split_name]["mcc"] - run.metrics[PRETRAINED][split_name]["mcc"]
-        run.add_metrics(FINETUNED, split_name, {"mcc_gain_over_pretrained": gain}, info)
+        key = stats.paired_key("mcc", FINETUNED, PRETRAINED)
+        run.add_metrics(FINETUNED, split_name, {"mcc_gain_over_pretrained": gain,
+                                                "mcc_gain_over_pretrained_ci_low": paired[f"{key}_ci_low"],
+                                                "mcc_gain_over_pretrained_ci_high": paired[f"{key}_ci_high"]}, info)
+        low, high = paired[f"{key}_ci_low"], paired[f"{key}_ci_high"]
+        print(f"[fcn_segmentation] {split_name}: MCC gain of fine-tuning {gain:+.3f} (paired 95% "
+              + ("n/a" if low is None else f"{low:+.3f}..{high:+.3f}") + f", {len(targets)} images)")
     figures(run, cfg, real.eval, probs, thresholds)
     return probs
 
@@ -166,6 +199,7 @@ def vgg_metrics(run: Run, cfg: FcnSegmentationConfig, model, threshold: float, v
     """
     test = vgg["samples"]["test"]
     probs = fdata.predict_probability(model, [p[0] for p in vgg["test"]])
+    run.extra["bootstrap"] = stats.settings()
     files = [s.image_path for s in test] + [s.meta["dots_path"] for s in test]
     run.add_metrics(
         VGG, "test", metrics_at(probs, [p[1] for p in vgg["test"]], threshold, cfg),

@@ -38,12 +38,29 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
     T.TASK.reproduce(run, DataSource("fnc_sample", None, "synthetic generator"))
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics) == {FULL, NO_WEIGHTMAP, NO_WATERSHED}
-    for key in metrics:
+    assert set(metrics) == {FULL, NO_WEIGHTMAP, NO_WATERSHED, "paired"}
+    for key in (FULL, NO_WEIGHTMAP, NO_WATERSHED):
         values = metrics[key]["synthetic_test"]
         for name in ("f1", "f1_released", "mae", "medae", "mean_iou", "threshold"):
             assert np.isfinite(values[name]), (key, name)
         assert 0.0 <= values["f1"] <= 1.0 and values["mae"] >= 0
+    # every Table 1 metric carries its 95 % bootstrap interval over fields; the README's orderings
+    # are paired differences on the same fields, under model "paired"
+    for key in (FULL, NO_WEIGHTMAP, NO_WATERSHED):
+        values = metrics[key]["synthetic_test"]
+        for name in ("f1", "precision", "recall", "f1_released", "mae", "medae", "mean_error", "mean_iou",
+                     "foreground_iou"):
+            low, high = values[f"{name}_ci_low"], values[f"{name}_ci_high"]
+            assert low is None or low <= high, (key, name)
+        assert "threshold_ci_low" not in values
+    paired = metrics["paired"]["synthetic_test"]
+    assert set(paired) == {f"{m}_diff__{FULL}__vs__{b}{s}" for b in (NO_WATERSHED, NO_WEIGHTMAP)
+                           for m in ("f1", "mae") for s in ("", "_ci_low", "_ci_high")}
+    for b in (NO_WATERSHED, NO_WEIGHTMAP):
+        diff = paired[f"f1_diff__{FULL}__vs__{b}"]
+        assert diff == pytest.approx(metrics[FULL]["synthetic_test"]["f1"] - metrics[b]["synthetic_test"]["f1"])
+    provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
+    assert provenance["bootstrap"] == {"n_boot": 1000, "level": 0.95, "unit": "image", "seed": 0}
     assert metrics[FULL]["synthetic_test"]["s_per_field"] > 0
     assert metrics[FULL]["synthetic_test"]["ms_per_crop"] > 0
     assert run.splits["synthetic_test"]["kind"] == "synthetic"
@@ -62,7 +79,7 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
     # evaluate: reload the trained models and the stored thresholds from the run folder
     again = Run.create("cell_counting", cfg, "paper", "smoke", seed=0, out=tmp_path / "run", resume=True)
     T.TASK.evaluate(again, DataSource("fnc_sample", None, "synthetic generator"))
-    for key in metrics:
+    for key in (FULL, NO_WEIGHTMAP, NO_WATERSHED):
         assert again.metrics[key]["synthetic_test"]["f1"] == pytest.approx(metrics[key]["synthetic_test"]["f1"])
         assert again.metrics[key]["synthetic_test"]["mae"] == pytest.approx(metrics[key]["synthetic_test"]["mae"])
     # a run without thresholds.json: evaluate chooses them again on the same training fields

@@ -31,13 +31,28 @@ def test_smoke_reproduce_evaluate_predict(tmp_path):
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert T.SEG_MODELS["dwt"] in metrics and "dwt_labels" in metrics
-    assert set(metrics[T.SEG_MODELS["dwt"]]["synthetic_test"]) == {"precision", "recall", "f1", "iou", "mcc"}
+    pixel = ("precision", "recall", "f1", "iou", "mcc")
+    assert set(metrics[T.SEG_MODELS["dwt"]]["synthetic_test"]) == {
+        f"{k}{s}" for k in pixel for s in ("", "_ci_low", "_ci_high")}
     quality = metrics["dwt_labels"]["synthetic_det_train"]
     assert quality["n_manual"] >= 1 and 0.0 <= quality["point_coverage"] <= 1.0
     for model in (T.rcnn_model("dwt"), T.rcnn_model("manual"), T.FASTER):
         values = metrics[model]["synthetic_test"]
         for name in ("recall", "precision", "f1"):
             assert 0.0 <= values[name] <= 1.0, (model, name)
+        for name in ("recall", "precision", "f1"):  # 95 % bootstrap interval over test images
+            low, high = values[f"{name}_ci_low"], values[f"{name}_ci_high"]
+            assert low is None or low <= high, (model, name)
+        assert "tp_ci_low" not in values and "threshold_ci_low" not in values
+    assert {"box_iou_mean_ci_low", "point_coverage_ci_high"} <= set(quality) and "n_manual_ci_low" not in quality
+    # Table 2's ordering: paired difference of F1 on the same test fields, DWT-net vs manual labels
+    key = f"f1_diff__{T.rcnn_model('dwt')}__vs__{T.rcnn_model('manual')}"
+    paired = metrics["paired"]["synthetic_test"]
+    assert set(paired) == {key, f"{key}_ci_low", f"{key}_ci_high"}
+    assert paired[key] == pytest.approx(metrics[T.rcnn_model("dwt")]["synthetic_test"]["f1"]
+                                        - metrics[T.rcnn_model("manual")]["synthetic_test"]["f1"])
+    bootstrap = json.loads((tmp_path / "run" / "provenance.json").read_text())["bootstrap"]
+    assert bootstrap == {"n_boot": 1000, "level": 0.95, "unit": "image", "seed": 0}
     manual = metrics[T.rcnn_model("manual")]["synthetic_test"]
     assert manual["ms_per_image"] > 0 and np.isfinite(manual["threshold"])
     assert run.splits["synthetic_test"]["kind"] == "synthetic"
@@ -61,6 +76,8 @@ def test_smoke_reproduce_evaluate_predict(tmp_path):
     again = Run.open("dwt_mitosis", tmp_path / "run", cfg)
     T.TASK.evaluate(again, SYNTHETIC)
     assert again.metrics[T.rcnn_model("manual")]["synthetic_test"]["f1"] == pytest.approx(manual["f1"])
+    assert again.metrics["paired"]["synthetic_test"][key] == pytest.approx(paired[key])
+    assert again.extra["bootstrap"] == bootstrap
 
     # predict (common.predict): objects CSV, overlay PNG, counts.csv; grey, 16-bit, RGBA and float inputs
     rng = np.random.default_rng(0)

@@ -68,11 +68,27 @@ def test_reproduce_evaluate_predict_on_fixtures(tmp_path):
     assert table1 <= set(run.metrics[PRETRAINED]["synthetic_test"])
     assert table1 | {"mcc_gain_over_pretrained"} <= set(run.metrics[FINETUNED]["real_eval"])
     assert table1 <= set(run.metrics[VGG]["test"])
-    for model in run.metrics.values():
+    for name, model in run.metrics.items():
         for values in model.values():
             for key in table1 - {"threshold"}:
-                if key in values:
+                if key in values and name != "paired":
                     assert -1.0 <= values[key] <= 1.0
+    # 95 % bootstrap intervals over images beside every metric; the fine-tuning gain paired on the same images
+    for model, split in ((PRETRAINED, "real_eval"), (FINETUNED, "real_eval"), (PRETRAINED, "synthetic_test"),
+                         (VGG, "test")):
+        values = run.metrics[model][split]
+        for key in ("specificity", "precision", "recall", "accuracy", "f1", "mcc", "auc", "mcc_oracle"):
+            low, high = values[f"{key}_ci_low"], values[f"{key}_ci_high"]
+            assert low is None or low <= high, (model, split, key)
+        assert "threshold_ci_low" not in values and "threshold_oracle_ci_low" not in values
+    gain_key = f"mcc_diff__{FINETUNED}__vs__{PRETRAINED}"
+    paired = run.metrics["paired"]["real_eval"]
+    assert set(paired) == {gain_key, f"{gain_key}_ci_low", f"{gain_key}_ci_high"}
+    finetuned = run.metrics[FINETUNED]["real_eval"]
+    assert paired[gain_key] == pytest.approx(finetuned["mcc_gain_over_pretrained"], abs=1e-12)
+    assert finetuned["mcc_gain_over_pretrained_ci_low"] == paired[f"{gain_key}_ci_low"]
+    assert finetuned["mcc_gain_over_pretrained_ci_high"] == paired[f"{gain_key}_ci_high"]
+    assert json.loads((run.run_dir / "provenance.json").read_text())["bootstrap"]["unit"] == "image"
     assert run.metrics[FINETUNED]["timing"]["ms_per_image"] > 0
     assert run.splits["real_eval"]["kind"] == "real" and run.splits["real_eval"]["checksum"]
     assert run.splits["synthetic_test"]["kind"] == "synthetic"

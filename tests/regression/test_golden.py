@@ -71,12 +71,15 @@ LOSS_KEYS = {"loss_first": "loss_first", "first_loss": "loss_first", "loss_last"
 
 
 def _comparable(metrics: dict) -> dict:
+    # bootstrap intervals (``_ci_low`` / ``_ci_high``) and paired differences (model "paired") of a
+    # two-step model are noise: left out, the point estimates they sit beside are compared
     return {
         model: {
-            split: {k: v for k, v in values.items() if not k.startswith(TIMING) and not any(t in k for t in TIMING)}
+            split: {k: v for k, v in values.items() if not k.startswith(TIMING) and not any(t in k for t in TIMING)
+                    and not k.endswith(("_ci_low", "_ci_high"))}
             for split, values in splits.items()
         }
-        for model, splits in metrics.items()
+        for model, splits in metrics.items() if model != "paired"
     }
 
 

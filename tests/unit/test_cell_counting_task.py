@@ -126,6 +126,51 @@ def test_sweep_and_evaluation_on_hand_built_heatmaps():
     assert perfect["f1"] == 1.0 and perfect["mae"] == 0.0 and perfect["mean_iou"] == 1.0
 
 
+def test_intervals_over_fields_and_paired_differences():
+    from microrepro.common import stats
+    from microrepro.common.runs import DataInfo
+
+    sizes = post.PostprocessSizes(hole_area=50, min_object=20, max_filter=9, footprint=13, min_marker=1)
+    fn = I.postprocessor(I.FULL, sizes)
+    fields = [_field((120, 200), [(60, 50), (60, 150)], radius=12, fid="a"),
+              _field((120, 200), [(40, 40), (80, 100), (60, 160)], radius=12, fid="b"),
+              _field((120, 200), [(60, 100)], radius=12, fid="c")]
+    heats = [(f.labels > 0).astype(np.float32) for f in fields]
+    heats[1][fields[1].labels == 3] = 0.0  # field b: one cell missed
+    metrics, per_field = E.evaluate_fields(heats, fields, fn, 0.5, 50.0)
+    reported = ("f1", "precision", "recall", "f1_released", "precision_released", "recall_released", "mae",
+                "medae", "mean_error", "mean_iou", "foreground_iou")
+    assert {f"{m}_ci_{b}" for m in reported for b in ("low", "high")} <= set(metrics)
+    assert "threshold_ci_low" not in metrics
+    for m in reported:
+        assert metrics[f"{m}_ci_low"] <= metrics[m] <= metrics[f"{m}_ci_high"], m
+    # the statistic on all fields is exactly the reported point estimate
+    values = E.table1_statistic(E.per_image(per_field))
+    assert values == {m: metrics[m] for m in reported}
+    assert per_field[1].hungarian.fn == 1 and per_field[1].pixels["fn"] > 0
+    # recall is lowest (2/3) when all three draws are field b: probability 1/27 > 2.5 %, so the low
+    # bound is 2/3; resamples without b (probability 8/27) give 1.0
+    assert metrics["recall_ci_low"] == pytest.approx(2 / 3) and metrics["recall_ci_high"] == 1.0
+
+    class FakeRun:
+        def __init__(self):
+            self.metrics, self.extra = {}, {}
+
+        def add_metrics(self, model, split, values, data=None):
+            self.metrics.setdefault(model, {}).setdefault(split, {}).update(values)
+
+    run = FakeRun()
+    info = DataInfo(kind="synthetic", dataset="fixture", n_images=3)
+    paired = E.record_paired(run, "test", info, {I.FULL: per_field, I.NO_WATERSHED: per_field})
+    key = stats.paired_key("f1", I.FULL, I.NO_WATERSHED)
+    assert paired == run.metrics["paired"]["test"]
+    assert set(paired) == {f"{m}_diff__{I.FULL}__vs__{I.NO_WATERSHED}{s}" for m in ("f1", "mae")
+                           for s in ("", "_ci_low", "_ci_high")}
+    assert paired[key] == 0.0 and paired[f"{key}_ci_low"] == 0.0 and paired[f"{key}_ci_high"] == 0.0
+    assert run.extra["bootstrap"] == {"n_boot": 1000, "level": 0.95, "unit": "image", "seed": 0}
+    assert E.record_paired(FakeRun(), "test", info, {I.FULL: per_field}) == {}  # nothing to compare
+
+
 def test_no_watershed_postprocessor_is_connected_components():
     assert I.postprocessor(I.NO_WATERSHED, post.PostprocessSizes()) is post.connected_components
     assert I.NETWORK[I.NO_WATERSHED] == I.FULL and TASK.models == I.MODELS and TASK.default_model == I.FULL

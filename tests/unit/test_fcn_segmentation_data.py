@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from microrepro.reproductions.fcn_segmentation import data as fdata
+from microrepro.reproductions.fcn_segmentation import evaluate as E
 from microrepro.reproductions.fcn_segmentation.config import FcnSegmentationConfig
 from microrepro.reproductions.fcn_segmentation.evaluate import METRIC_KEYS, choose_threshold, metrics_at
 from microrepro.reproductions.fcn_segmentation.splits import finetune_pairs
@@ -40,7 +41,7 @@ def test_dihedral8_gives_the_eight_symmetries_in_order():
         [[2, 1], [4, 3]], [[1, 3], [2, 4]], [[3, 4], [1, 2]], [[4, 2], [3, 1]],  # mirrored
     ]
     assert len(pairs) == 8 == len(fdata.DIHEDRAL_NAMES)
-    for (img, msk), want in zip(pairs, expected):
+    for (img, msk), want in zip(pairs, expected, strict=True):
         np.testing.assert_array_equal(img, want)
         np.testing.assert_array_equal(msk, np.array(want) * 10)  # mask follows the image
     generic = np.arange(9).reshape(3, 3)
@@ -135,6 +136,30 @@ def test_threshold_and_metrics_on_hand_built_probabilities():
     assert values["mcc"] == pytest.approx(10 / np.sqrt(2 * 3 * 5 * 6))
     assert values["threshold"] == 0.65
     assert values["auc"] == pytest.approx(14 / 15)  # 14 of the 15 (cell, background) pairs ordered
+
+
+def test_metrics_carry_bootstrap_intervals_over_images():
+    from microrepro.common import stats
+
+    cfg = FcnSegmentationConfig()
+    gt = np.array([[1, 1, 0, 0], [1, 0, 0, 0]], np.uint8)
+    prob = np.array([[0.9, 0.7, 0.6, 0.1], [0.3, 0.2, 0.0, 0.0]], np.float32)
+    one = metrics_at([prob], [gt], 0.65, cfg)
+    assert one["mcc_ci_low"] is None and one["auc_ci_high"] is None  # one image: no interval
+    # the same image twice: every resample is that image again, a zero-width interval
+    twice = metrics_at([prob, prob], [gt, gt], 0.65, cfg)
+    for key in (*METRIC_KEYS, "auc", "mcc_oracle"):
+        assert twice[f"{key}_ci_low"] == pytest.approx(twice[key]) == pytest.approx(twice[f"{key}_ci_high"]), key
+    assert "threshold_ci_low" not in twice and "threshold_oracle_ci_low" not in twice
+    # four different images: the point estimate lies inside (this seed), the statistic on all images equals it
+    rng = np.random.default_rng(0)
+    probs = [rng.random((6, 8)).astype(np.float32) for _ in range(4)]
+    gts = [(p + rng.normal(0, 0.3, p.shape) > 0.6).astype(np.uint8) for p in probs]
+    values = metrics_at(probs, gts, 0.5, cfg)
+    for key in (*METRIC_KEYS, "auc", "mcc_oracle"):
+        assert values[f"{key}_ci_low"] <= values[key] <= values[f"{key}_ci_high"], key
+    counts = E.per_image_counts(probs, gts, 0.5)
+    assert stats.pixel_statistic(counts)["mcc"] == values["mcc"]
 
 
 def test_predict_probability_pads_and_crops_back():
