@@ -65,19 +65,22 @@ OPTIMIZERS = ("adam", "sgd", "momentum")
 
 
 def make_optimizer(name: str, lr: float, *, momentum: float = 0.9, weight_decay: float | None = None,
-                   clipnorm: float | None = None) -> keras.optimizers.Optimizer:
+                   clipnorm: float | None = None, nesterov: bool = False) -> keras.optimizers.Optimizer:
     """The optimizer a config names: ``adam``, or ``sgd`` / ``momentum`` (SGD with momentum).
 
     Keras' ``weight_decay`` is decoupled (``w -= lr * wd * w`` each step); for SGD that is the
     Caffe / TF-slim L2 weight decay the papers use up to its interaction with momentum.
+    ``nesterov`` (SGD only) uses Nesterov momentum.
     """
     kwargs = {"weight_decay": weight_decay or None}
     if clipnorm:
         kwargs["clipnorm"] = float(clipnorm)
     if name == "adam":
+        if nesterov:
+            raise ConfigError("nesterov momentum is an SGD option; the optimizer is adam")
         return keras.optimizers.Adam(lr, **kwargs)
     if name in ("sgd", "momentum"):
-        return keras.optimizers.SGD(lr, momentum=momentum, **kwargs)
+        return keras.optimizers.SGD(lr, momentum=momentum, nesterov=bool(nesterov), **kwargs)
     raise ConfigError(f"unknown optimizer {name!r} (use one of {', '.join(OPTIMIZERS)})")
 
 
@@ -366,13 +369,18 @@ def distribution(strategy: str = "none"):
             raise ConfigError(f"strategy '{strategy}' needs KERAS_BACKEND=tensorflow (use data_parallel on jax)")
         import tensorflow as tf
 
-        engine = tf.distribute.MirroredStrategy() if strategy == "mirrored" else tf.distribute.MultiWorkerMirroredStrategy()
+        if strategy == "mirrored":
+            engine = tf.distribute.MirroredStrategy()
+        else:
+            engine = tf.distribute.MultiWorkerMirroredStrategy()
         with engine.scope():
             yield engine
         return
     if strategy == "data_parallel":
         if backend != "jax":
-            raise ConfigError("strategy 'data_parallel' is keras.distribution on the jax backend (use mirrored on tensorflow)")
+            raise ConfigError(
+                "strategy 'data_parallel' is keras.distribution on the jax backend (use mirrored on tensorflow)"
+            )
         previous = keras.distribution.distribution()
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         try:

@@ -44,19 +44,16 @@ def build_model(cfg: ModelConfig, optim: OptimConfig | None = None, input_size: 
 def make_sgd(optim: OptimConfig):
     """SGD with momentum from ``common.training.make_optimizer``; Nesterov when configured.
 
-    ``make_optimizer`` has no Nesterov switch and the ``released`` preset (Xie's Keras port) needs
-    one; Keras' SGD reads its ``nesterov`` attribute at every update, so it is set on the built
-    optimizer. Weight decay goes to the optimizer only in ``decoupled`` mode (``l2`` mode puts it
-    in the loss, see :func:`build_model`).
+    The ``released`` preset (Xie's Keras port) uses Nesterov momentum. Weight decay goes to the
+    optimizer only in ``decoupled`` mode (``l2`` mode puts it in the loss, see :func:`build_model`).
 
     Reference: Sec. 7.1 (SGD, momentum 0.9).
     """
     from microrepro.common.training import make_optimizer
 
     decay = optim.weight_decay if optim.weight_decay_mode == "decoupled" else None
-    optimizer = make_optimizer("momentum", optim.lr, momentum=optim.momentum, weight_decay=decay)
-    optimizer.nesterov = bool(optim.nesterov)
-    return optimizer
+    return make_optimizer("momentum", optim.lr, momentum=optim.momentum, weight_decay=decay,
+                          nesterov=optim.nesterov)
 
 
 def compile_model(model, optim: OptimConfig) -> None:

@@ -55,9 +55,12 @@ def test_load_missing_or_corrupt_is_one_clear_error(tmp_path):
 def test_make_optimizer_names():
     assert type(training.make_optimizer("adam", 1e-3)).__name__ == "Adam"
     sgd = training.make_optimizer("momentum", 1e-2, momentum=0.8, clipnorm=5.0)
-    assert type(sgd).__name__ == "SGD" and sgd.momentum == 0.8 and sgd.clipnorm == 5.0
+    assert type(sgd).__name__ == "SGD" and sgd.momentum == 0.8 and sgd.clipnorm == 5.0 and not sgd.nesterov
+    assert training.make_optimizer("sgd", 1e-2, nesterov=True).get_config()["nesterov"] is True
     with pytest.raises(ConfigError, match="unknown optimizer 'rmsprop'"):
         training.make_optimizer("rmsprop", 1e-3)
+    with pytest.raises(ConfigError, match="SGD option"):
+        training.make_optimizer("adam", 1e-3, nesterov=True)
 
 
 @pytest.mark.parametrize("steps, per_epoch, expected", [(10, 4, (3, 4)), (2, 50, (1, 2)), (100, 100, (1, 100))])
