@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         "long (spines only: the short models trained ~3x longer, ~65 min on a 2-core CPU), paper (full)",
     )
     rep.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    rep.add_argument("--seeds", metavar="N,N,...",
+                     help="several seeds, one run each (e.g. 0,1,2); the table shows mean ± sd over the seeds "
+                     "published for a preset and schedule. With --out, each seed's run goes to <out>/s<seed>")
     rep.add_argument("--out", type=Path, help="run folder (default runs/<paper>/<name>_<preset>_<schedule>_s<seed>)")
     rep.add_argument("--resume", action="store_true",
                      help="continue the run in --out (refused when it is not a run folder; see below)")
@@ -253,7 +256,29 @@ def _announce_data(task, data) -> None:
         print(f"[data] {task.dataset}: {data.path} ({data.how})")
 
 
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected whole numbers separated by commas, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: give distinct non-negative seeds, e.g. 0,1,2")
+    return seeds
+
+
 def cmd_reproduce(args) -> int:
+    if not args.seeds:
+        return _reproduce_one(args, args.seed)
+    seeds = _parse_seeds(args.seeds)
+    base_out = args.out
+    for seed in seeds:
+        print(f"[seeds] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
+        args.out = None if base_out is None else Path(base_out) / f"s{seed}"
+        _reproduce_one(args, seed)
+    return 0
+
+
+def _reproduce_one(args, seed: int) -> int:
     from microrepro.common import config as config_lib
     from microrepro.common import data_sources, results, runs, training
     from microrepro.common.registry import get_task
@@ -263,19 +288,19 @@ def cmd_reproduce(args) -> int:
     task = get_task(paper)
     cfg = task.load_config(args.preset, args.schedule, config_lib.parse_set(args.set))
     # Every check that needs no data comes first: nothing is written before it passes.
-    out = args.out or runs.default_run_dir(paper, cfg, args.preset, args.schedule, args.seed)
+    out = runs.default_run_dir(paper, cfg, args.preset, args.schedule, seed) if args.out is None else args.out
     runs.check_folder_name(getattr(cfg, "name", paper), "--set name")
-    runs.check_run_target(out, cfg, args.preset, args.schedule, args.seed, resume=args.resume)
+    runs.check_run_target(out, cfg, args.preset, args.schedule, seed, resume=args.resume)
     publish = args.schedule != "smoke" and not args.no_publish
     if publish:
         runs.check_results_writable(paper)
     data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch, synthetic=args.synthetic)
     _announce_data(task, data)
-    training.set_seed(args.seed)
+    training.set_seed(seed)
     created = next((p for p in reversed([Path(out), *Path(out).parents]) if not p.exists()), None)
-    run = Run.create(paper, cfg, args.preset, args.schedule, args.seed, out=out, resume=args.resume)
+    run = Run.create(paper, cfg, args.preset, args.schedule, seed, out=out, resume=args.resume)
     what = "continuing the unfinished run in " if run.continued and not args.resume else ""
-    print(f"[run] {what}{run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {args.seed})")
+    print(f"[run] {what}{run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {seed})")
     try:
         task.reproduce(run, data)
     except BaseException:

@@ -67,17 +67,55 @@ def load_runs(paper: str, root: Path | None = None) -> list[dict]:
 
 
 def select_runs(runs: list[dict]) -> list[dict]:
-    """The newest run of each (preset, schedule), best schedule first, smoke runs left out."""
+    """The newest run of each (preset, schedule, seed), best schedule first, smoke runs left out."""
     chosen: dict[tuple, dict] = {}
     for run in runs:
         prov = run["provenance"]
         if prov.get("schedule") == "smoke":
             continue
-        chosen.setdefault((prov.get("preset"), prov.get("schedule")), run)
+        chosen.setdefault((prov.get("preset"), prov.get("schedule"), prov.get("seed")), run)
     return sorted(
         chosen.values(),
-        key=lambda r: (-SCHEDULE_RANK.get(r["provenance"].get("schedule"), 1), r["provenance"].get("preset") != "paper"),
+        key=lambda r: (-SCHEDULE_RANK.get(r["provenance"].get("schedule"), 1), r["provenance"].get("preset") != "paper",
+                       r["provenance"].get("seed") or 0),
     )
+
+
+def group_runs(runs: list[dict]) -> list[list[dict]]:
+    """``select_runs``' runs grouped by (preset, schedule): one table row per group, seeds together."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        prov = run["provenance"]
+        groups.setdefault((prov.get("preset"), prov.get("schedule")), []).append(run)
+    return list(groups.values())
+
+
+CI_LOW, CI_HIGH = "_ci_low", "_ci_high"
+PAIRED = "paired"
+
+
+def _is_interval_key(metric: str) -> bool:
+    return metric.endswith((CI_LOW, CI_HIGH))
+
+
+def value_text(values: dict, metric: str) -> str:
+    """``0.850 [0.800, 0.900]``: the value and, when stored, its 95 % bootstrap interval over images."""
+    text = _fmt(values.get(metric))
+    low, high = values.get(metric + CI_LOW), values.get(metric + CI_HIGH)
+    if metric + CI_LOW in values:
+        text += f" [{_fmt(low)}, {_fmt(high)}]"
+    return text
+
+
+def seeds_text(group: list[dict], model: str, split: str, metric: str) -> str | None:
+    """``0.850 ± 0.020 (3 seeds)`` over the group's seeds that have the metric, or None (fewer than 2)."""
+    values = [run["metrics"].get(model, {}).get(split, {}).get(metric) for run in group]
+    values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{_fmt(mean)} ± {_fmt(sd)} ({len(values)} seeds)"
 
 
 def _fmt(value) -> str:
@@ -93,11 +131,16 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def run_label(run: dict) -> str:
+def run_label(run: dict, seeds: list | None = None) -> str:
     prov = run["provenance"]
     text = f"{prov.get('preset')}/{prov.get('schedule')}"
     if prov.get("schedule") != "paper":
         text += " (shortened schedule)"
+    seeds = seeds if seeds is not None else [prov.get("seed")]
+    text += f", seed{'s' if len(seeds) > 1 else ''} {','.join(str(s) for s in seeds)}"
+    strategy = (prov.get("distribution") or {}).get("strategy") if isinstance(prov.get("distribution"), dict) else None
+    if strategy and strategy != "none":
+        text += f", {strategy}"
     return text
 
 
@@ -119,6 +162,7 @@ def render(paper: str, root: Path | None = None) -> Path:
     root = root or results_root()
     published = load_published(paper)
     runs = select_runs(load_runs(paper, root))
+    groups = group_runs(runs)
     source = published_path(paper)
     source = source.relative_to(REPO_ROOT).as_posix() if source.is_relative_to(REPO_ROOT) else str(source)
     lines = [
@@ -145,30 +189,63 @@ def render(paper: str, root: Path | None = None) -> Path:
             pub = row["published"]
             pub_text = _fmt(pub) + (f" ({row['hardware']})" if row.get("hardware") else "")
             found = False
-            for run in runs:
+            for group in groups:
+                run = group[0]
+                seeds = [r["provenance"].get("seed") for r in group]
                 for split, values in sorted(run["metrics"].get(model, {}).items()):
                     if metric not in values:
                         continue
                     found = True
                     ours = values[metric]
                     delta = ours - pub if isinstance(pub, (int, float)) and ours is not None else None
-                    ours_text = _fmt(ours)
+                    ours_text = seeds_text(group, model, split, metric) or value_text(values, metric)
                     if metric.startswith(("ms_", "s_per")):
                         ours_text += f" ({run['provenance'].get('device', '?')})"
                     lines.append(
                         f"| {model} | {metric} | {pub_text} | {ours_text} | {_fmt(delta)} | "
-                        f"{data_label(run, split)} | {run_label(run)} | {row['source']} |"
+                        f"{data_label(run, split)} | {run_label(run, seeds)} | {row['source']} |"
                     )
             if not found:
                 lines.append(f"| {model} | {metric} | {pub_text} | not run | – | – | – | {row['source']} |")
         lines.append("")
-    extra = []
-    for run in runs:
+    if any(len(group) > 1 for group in groups):
+        lines += ["With several seeds, _reproduced_ is mean ± sd over the seeds and Δ is the first seed's.", ""]
+    extra, paired = [], []
+    for group in groups:
+        run = group[0]
+        seeds = [r["provenance"].get("seed") for r in group]
         for model, splits in sorted(run["metrics"].items()):
             for split, values in sorted(splits.items()):
                 for metric, value in sorted(values.items()):
-                    if (model, metric) not in covered:
-                        extra.append(f"| {model} | {metric} | {_fmt(value)} | {data_label(run, split)} | {run_label(run)} |")
+                    if _is_interval_key(metric) or (model, metric) in covered:
+                        continue
+                    if model == PAIRED:  # one row per seed: each has its own paired interval
+                        for each in group:
+                            own = each["metrics"].get(model, {}).get(split, {})
+                            if metric not in own:
+                                continue
+                            low, high = own.get(metric + CI_LOW), own.get(metric + CI_HIGH)
+                            supported = low is not None and high is not None and (low > 0 or high < 0)
+                            paired.append(f"| {metric} | {value_text(own, metric)} | {data_label(each, split)} | "
+                                          f"{run_label(each)} | {'yes' if supported else 'no'} |")
+                        continue
+                    text = seeds_text(group, model, split, metric) or value_text(values, metric)
+                    extra.append(f"| {model} | {metric} | {text} | {data_label(run, split)} | {run_label(run, seeds)} |")
+    if any(any(_is_interval_key(m) for v in r["metrics"].values() for s in v.values() for m in s) for r in runs):
+        lines += ["Intervals in brackets: 95 % bootstrap over images (1000 resamples of the evaluation images, "
+                  "each metric recomputed as the paper computes it).", ""]
+    if paired:
+        lines += [
+            "## Paired comparisons (same images resampled for both models)",
+            "",
+            "`<metric>_diff__A__vs__B` = A − B with its 95 % paired bootstrap interval; an ordering is claimed "
+            "only where the interval excludes 0.",
+            "",
+            "| comparison | A − B [95 % interval] | data | run | ordering supported |",
+            "|---|---|---|---|---|",
+            *paired,
+            "",
+        ]
     if extra:
         lines += [
             "## Further measurements (no published counterpart: ablations, released-code rules, timings)",

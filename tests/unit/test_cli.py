@@ -162,3 +162,14 @@ def test_a_reproduce_that_fails_before_producing_anything_leaves_nothing(tmp_pat
     monkeypatch.setenv("MICROREPRO_RUNS", str(tmp_path / "runs"))
     assert cli.main(["reproduce", "cell_counting", "--schedule", "smoke"]) == 2
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("text", ["0,x", "1,1", "-1", ","])
+def test_bad_seeds_are_one_line_errors(text, capsys):
+    assert cli.main(["reproduce", "fcn_segmentation", "--schedule", "smoke", "--synthetic", "--seeds", text]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --seeds")
+
+
+def test_seeds_parse_in_order():
+    assert cli._parse_seeds("2, 0,1") == [2, 0, 1]

@@ -173,13 +173,43 @@ def test_table_has_published_beside_reproduced_with_data_and_delta(tmp_path, mon
     smoke.add_metrics("net", "val", {"f1": 0.1})
     smoke.publish(out_root)  # smoke runs never reach the table
     text = results.render("toy", out_root).read_text()
-    assert "| net | f1 | 0.900 | 0.800 | -0.100 | synthetic_test — **synthetic**: toy generator, 20 img | paper/short (shortened schedule) | Table 1 |" in text
+    assert "| net | f1 | 0.900 | 0.800 | -0.100 | synthetic_test — **synthetic**: toy generator, 20 img | paper/short (shortened schedule), seed 0 | Table 1 |" in text
     assert "| other | f1 | 0.500 | not run |" in text
     assert "29.000 (GTX 650)" in text or "29 (GTX 650)" in text
     assert "f1_released" in text.split("Further measurements")[1]
     assert "| net | f1 | 0.900 | 0.100 |" not in text and "smoke" not in text
     assert "![curve](toy/r1/curve.png)" in text
     assert "F1 is 0.9 in the table" in text
+
+
+def test_table_shows_intervals_seed_spread_and_paired_orderings(tmp_path, monkeypatch):
+    _published(tmp_path)
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    out_root = tmp_path / "results"
+    info = runs.DataInfo("real", "toyset", 30)
+    for seed, f1 in ((0, 0.8), (1, 0.9), (2, 0.7)):
+        run = runs.Run.create("toy", Cfg(), "paper", "short", seed, out=tmp_path / "runs" / f"s{seed}")
+        run.add_metrics("net", "test", {"f1": f1, "f1_ci_low": f1 - 0.05, "f1_ci_high": f1 + 0.05}, info)
+        run.add_metrics("paired", "test", {"f1_diff__net__vs__other": 0.2, "f1_diff__net__vs__other_ci_low": 0.1,
+                                           "f1_diff__net__vs__other_ci_high": 0.3,
+                                           "f1_diff__net__vs__base": 0.1, "f1_diff__net__vs__base_ci_low": -0.1,
+                                           "f1_diff__net__vs__base_ci_high": 0.3}, info)
+        run.publish(out_root)
+    text = results.render("toy", out_root).read_text()
+    # three seeds: mean ± sd in the reproduced column, Δ of the first seed, every seed named
+    assert "| net | f1 | 0.900 | 0.800 ± 0.100 (3 seeds) | -0.100 | test — real: toyset, 30 img | " \
+           "paper/short (shortened schedule), seeds 0,1,2 |" in text
+    paired = text.split("## Paired comparisons")[1]
+    assert paired.count("| f1_diff__net__vs__other | 0.200 [0.100, 0.300] | test — real: toyset, 30 img |") == 3
+    assert paired.split("| f1_diff__net__vs__other |")[1].split("\n")[0].rstrip().endswith("| yes |")
+    assert paired.split("| f1_diff__net__vs__base |")[1].split("\n")[0].rstrip().endswith("| no |")
+    assert "_ci_low" not in text.split("## Provenance")[0]
+
+
+def test_value_text_shows_the_interval_when_stored():
+    assert results.value_text({"f1": 0.8, "f1_ci_low": 0.7, "f1_ci_high": 0.85}, "f1") == "0.800 [0.700, 0.850]"
+    assert results.value_text({"f1": 0.8, "f1_ci_low": None, "f1_ci_high": None}, "f1") == "0.800 [–, –]"
+    assert results.value_text({"f1": 0.8}, "f1") == "0.800"
 
 
 def test_missing_published_file_is_a_clear_error(tmp_path, monkeypatch):
