@@ -95,11 +95,10 @@ def build_c_resunet(
         Morelli et al., Sec. 4.4 and Fig. 5; released ResUnet in 050_dev_model.py (n = 4).
     """
     filters = [int(f) for f in filters]
-    if not filters or min(filters) < 1 or bridge_filters < 1 or bridge_blocks < 1:
-        raise ValueError(f"filters {filters}, bridge_filters {bridge_filters}, bridge_blocks {bridge_blocks} "
-                         f"must be positive")
-    if bridge_kernel < 1:
-        raise ValueError(f"bridge_kernel must be >= 1, got {bridge_kernel}")
+    # Widths and kernel sizes below 1 are refused by Keras' own layers (a ValueError naming them).
+    if not filters or bridge_blocks < 1:
+        raise ValueError(f"c-ResUNet needs at least one level and one bridge block, got filters {filters}, "
+                         f"bridge_blocks {bridge_blocks}")
     inputs = keras.Input((None, None, input_channels), name="image")
     x = inputs
     if colour_to_grey:

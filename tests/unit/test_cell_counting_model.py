@@ -1,6 +1,7 @@
 """c-ResUNet structure, parameter count and the weighted BCE on hand-built inputs."""
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def expected_parameters(filters=(16, 32, 64), bridge=128, blocks=2):
     """Parameters of the released ResUnet (050_dev_model.py, n=4), counted layer by layer."""
     total = _conv(1, 3, 1) + _bn(1)  # colour -> grey
     total += _conv(3, 1, filters[0]) + _bn(filters[0]) + _conv(3, filters[0], filters[0])  # stem
-    for cin, cout in zip(filters[:-1], filters[1:]):
+    for cin, cout in pairwise(filters):
         total += _residual(cin, cout)
     total += _residual(filters[-1], bridge, k=5)
     total += (blocks - 1) * _residual(bridge, bridge, k=5, shortcut=False)
@@ -60,9 +61,13 @@ def test_layers_of_the_paper_are_there():
 
 
 def test_bad_widths_raise():
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="at least one level"):
+        build_c_resunet(())
+    with pytest.raises(ValueError, match="one bridge block"):
+        build_c_resunet(bridge_blocks=0)  # would silently build a net without a bottleneck
+    with pytest.raises(ValueError, match="filters"):  # Keras' own check
         build_c_resunet((16, 0, 64))
-    with pytest.raises(ValueError, match="bridge_kernel"):
+    with pytest.raises(ValueError, match="kernel_size"):  # Keras' own check
         build_c_resunet(bridge_kernel=0)
 
 

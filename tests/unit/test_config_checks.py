@@ -246,6 +246,8 @@ BAD_SETS = {
     "cell_counting": [
         ("train.batch_size=-1", r"train\.batch_size: -1 is out of range \(must be >= 1\)"),
         ("data.crop_size=0", r"data\.crop_size: 0 is out of range \(must be >= 1\)"),
+        ("model.filters=[16, 0, 64]", r"model\.filters\[1\]: 0 is out of range \(must be >= 1\)"),
+        ("model.bridge_kernel=0", r"model\.bridge_kernel: 0 is out of range \(must be >= 1\)"),
         ("data.val_fraction=1.5", r"data\.val_fraction: 1\.5 is out of range \(must be > 0 and < 1\)"),
         ("postprocess.threshold=5", r"postprocess\.threshold: 5\.0 is out of range \(must be >= 0 and <= 1\)"),
         ("model.activation=relu7", r"model\.activation: 'relu7' is not one of"),
