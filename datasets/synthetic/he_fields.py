@@ -367,25 +367,10 @@ def generate_one(index: int, seed: int, config: HEConfig) -> Sample:
     mask, points, boxes, kept = noise.instances_to_targets(labels, centres)
     # Anaphase pairs: the point is the figure centre (between the bars), not a chromatin pixel.
     points = np.asarray([centres[k] for k in kept], np.float32).reshape(-1, 2)
-    return Sample(
-        id=f"he_{config.scanner}_s{seed}_{index:05d}",
-        image_array=image,
-        points=points,
-        boxes=boxes,
-        labels=np.zeros(len(points), np.int32),
-        mask_array=mask,
-        pixel_size_um=px,
-        meta={
-            "generator": "he",
-            "seed": seed,
-            "index": index,
-            "scanner": config.scanner,
-            "stain_matrix": matrix.tolist(),
-            "phases": [phases[k - 1] for k in kept],
-            "confusers": confusers,
-            "class_names": ["mitotic figure"],
-        },
-    )
+    return noise.synthetic_sample("he", seed, index, image, points, boxes, mask, px, "mitotic figure",
+                                  id_prefix=f"he_{config.scanner}", scanner=config.scanner,
+                                  stain_matrix=matrix.tolist(), phases=[phases[k - 1] for k in kept],
+                                  confusers=confusers)
 
 
 def generate(n: int, seed: int, config: HEConfig | None = None) -> list[Sample]:

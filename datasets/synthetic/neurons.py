@@ -239,7 +239,7 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
     red = np.zeros(shape, np.float32)
     green = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.int32)
-    visible, full_area = [0], [0]
+    overlap = noise.Overlap(config.max_overlap)
     centres: dict[int, tuple[float, float]] = {}
     confusers: list[dict] = []
     area_ratio = (h * w) / float(config.reference_size[0] * config.reference_size[1])
@@ -288,20 +288,13 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
             area = int(seen.sum())
             if area < config.min_visible_px:
                 continue
-            under = labels[img_sl][seen]
-            ids, counts = np.unique(under[under > 0], return_counts=True)
-            if counts.sum() > config.max_overlap * area:
-                continue
-            if any(visible[i] - c < (1 - config.max_overlap) * full_area[i] for i, c in zip(ids, counts, strict=True)):
+            covered = overlap.fits(labels[img_sl][seen], area)
+            if covered is None:
                 continue
             break
         else:
             continue
-        label = len(visible)
-        for i, c in zip(ids, counts, strict=True):
-            visible[i] -= int(c)
-        visible.append(area)
-        full_area.append(area)
+        label = overlap.place(covered, area)
         labels[img_sl][seen] = label
         centres[label] = (x0 + lcx, y0 + lcy)
         bright = max(config.brightness_min,
@@ -392,23 +385,8 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
     image = noise.jpeg_roundtrip(noise.to_uint8(np.stack(channels, axis=-1)), config.jpeg_quality)
 
     mask, points, boxes, _ = noise.instances_to_targets(labels, centres)
-    return Sample(
-        id=f"neurons_s{seed}_{index:05d}",
-        image_array=image,
-        points=points,
-        boxes=boxes,
-        labels=np.zeros(len(points), np.int32),
-        mask_array=mask,
-        pixel_size_um=config.pixel_size_um,
-        meta={
-            "generator": "neurons",
-            "seed": seed,
-            "index": index,
-            "regime": regime,
-            "confusers": confusers,
-            "class_names": ["cell"],
-        },
-    )
+    return noise.synthetic_sample("neurons", seed, index, image, points, boxes, mask, config.pixel_size_um, "cell",
+                                  regime=regime, confusers=confusers)
 
 
 def generate(n: int, seed: int, config: NeuronsConfig | None = None) -> list[Sample]:

@@ -5,8 +5,9 @@
   uneven illumination and "simplex" background noise of the generators;
 - randomly perturbed ellipses (low-frequency Fourier perturbation of the radius), the SIMCEP
   shape model, rasterised with sub-pixel accuracy into a local window;
-- helpers every generator needs: per-image random streams, exact targets from an instance
-  mask (points inside their objects, boxes), touching instances, shot/read noise, JPEG.
+- helpers every generator needs: per-image random streams, SIMCEP's overlap rule, exact targets
+  from an instance mask (points inside their objects, boxes), touching instances, shot/read
+  noise, JPEG, the returned :class:`~microrepro.datasets.base.Sample`.
 
 Everything is numpy/OpenCV and vectorised; no TensorFlow. Pixel ``(r, c)`` is centred at
 ``[x, y] = [c, r]`` (as ``datasets/base.mask_to_objects``).
@@ -18,6 +19,8 @@ import functools
 
 import cv2
 import numpy as np
+
+from microrepro.datasets.base import Sample
 
 # Perlin noise is evaluated with at most this many samples per lattice period and resized up
 # bicubically: the noise is band-limited, so nothing visible is lost and a 1200x1600 field
@@ -370,6 +373,62 @@ def instances_to_targets(
         np.asarray(points, np.float32).reshape(-1, 2),
         np.asarray(boxes, np.float32).reshape(-1, 4),
         np.asarray(kept, np.int64),
+    )
+
+
+class Overlap:
+    """SIMCEP's overlap rule (``population.overlap``), checked both ways and cumulatively.
+
+    A new object may have at most ``max_overlap`` of its area over earlier ones, and every earlier
+    object must keep at least ``1 - max_overlap`` of its full area visible, so z-order never hides
+    more than ``max_overlap`` of any object. Labels are ``1, 2, ...`` in the order of placement.
+    """
+
+    def __init__(self, max_overlap: float):
+        self.max_overlap = max_overlap
+        self.visible = [0]  # visible area per label (index = label; 0 = background)
+        self.full_area = [0]
+
+    def fits(self, under: np.ndarray, area: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(labels, pixels)`` a candidate of ``area`` px would cover; None when the rule refuses it.
+
+        ``under``: the labels already drawn under the candidate's pixels (0 = background).
+        """
+        ids, counts = np.unique(under[under > 0], return_counts=True)
+        if counts.sum() > self.max_overlap * area:
+            return None
+        keep = 1 - self.max_overlap
+        if any(self.visible[i] - c < keep * self.full_area[i] for i, c in zip(ids, counts, strict=True)):
+            return None
+        return ids, counts
+
+    def place(self, covered: tuple[np.ndarray, np.ndarray], area: int) -> int:
+        """Record an object of ``area`` px covering ``covered`` (from :meth:`fits`); returns its label."""
+        label = len(self.visible)
+        for i, c in zip(*covered, strict=True):
+            self.visible[i] -= int(c)
+        self.visible.append(area)
+        self.full_area.append(area)
+        return label
+
+
+def synthetic_sample(generator: str, seed: int, index: int, image: np.ndarray, points: np.ndarray,
+                     boxes: np.ndarray, mask: np.ndarray, pixel_size_um: float, class_name: str, *,
+                     id_prefix: str | None = None, **meta) -> Sample:
+    """The :class:`Sample` a generator returns: one class (label 0 for every object).
+
+    Its id is ``{id_prefix or generator}_s{seed}_{index:05d}``; its ``meta`` holds ``generator``,
+    ``seed``, ``index``, the generator's own entries (``**meta``) and ``class_names``.
+    """
+    return Sample(
+        id=f"{id_prefix or generator}_s{seed}_{index:05d}",
+        image_array=image,
+        points=points,
+        boxes=boxes,
+        labels=np.zeros(len(points), np.int32),
+        mask_array=mask,
+        pixel_size_um=pixel_size_um,
+        meta={"generator": generator, "seed": seed, "index": index, **meta, "class_names": [class_name]},
     )
 
 

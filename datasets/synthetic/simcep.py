@@ -133,8 +133,7 @@ def generate_one(index: int, seed: int, config: SimcepConfig) -> Sample:
     shape = (h, w)
     signal = np.zeros(shape, np.float32)
     labels = np.zeros(shape, np.int32)
-    visible = [0]  # visible area per label (index = label)
-    full_area = [0]
+    overlap = noise.Overlap(config.max_overlap)
     centres: dict[int, tuple[float, float]] = {}
 
     n_target = min(int(rng.poisson(config.n_cells_mean)), config.n_cells_max)
@@ -168,20 +167,13 @@ def generate_one(index: int, seed: int, config: SimcepConfig) -> Sample:
                 continue
             # Overlap rule (SIMCEP `population.overlap`), checked both ways and cumulatively
             # so that z-order never hides more than max_overlap of an earlier cell.
-            under = labels[window][cell]
-            ids, counts = np.unique(under[under > 0], return_counts=True)
-            if counts.sum() > config.max_overlap * area:
-                continue
-            if any(visible[i] - c < (1 - config.max_overlap) * full_area[i] for i, c in zip(ids, counts, strict=True)):
+            covered = overlap.fits(labels[window][cell], area)
+            if covered is None:
                 continue
             break
         else:
             continue  # image too full: SIMCEP also gives up on a cell after FAIL_LIMIT tries
-        label = len(visible)
-        for i, c in zip(ids, counts, strict=True):
-            visible[i] -= int(c)
-        visible.append(area)
-        full_area.append(area)
+        label = overlap.place(covered, area)
         labels[window][cell] = label
         centres[label] = (cx, cy)
 
@@ -223,24 +215,9 @@ def generate_one(index: int, seed: int, config: SimcepConfig) -> Sample:
     image = noise.sensor_noise(image, rng, config.photons, config.ccd_noise_std)
     image = noise.jpeg_roundtrip(noise.to_uint8(image), config.jpeg_quality)
 
-    mask, points, boxes, kept = noise.instances_to_targets(labels, centres)
-    return Sample(
-        id=f"simcep_s{seed}_{index:05d}",
-        image_array=image,
-        points=points,
-        boxes=boxes,
-        labels=np.zeros(len(points), np.int32),
-        mask_array=mask,
-        pixel_size_um=config.pixel_size_um,
-        meta={
-            "generator": "simcep",
-            "seed": seed,
-            "index": index,
-            "background_noise": has_bg_noise,
-            "confusers": [],
-            "class_names": ["cell"],
-        },
-    )
+    mask, points, boxes, _ = noise.instances_to_targets(labels, centres)
+    return noise.synthetic_sample("simcep", seed, index, image, points, boxes, mask, config.pixel_size_um, "cell",
+                                  background_noise=has_bg_noise, confusers=[])
 
 
 def generate(n: int, seed: int, config: SimcepConfig | None = None) -> list[Sample]:

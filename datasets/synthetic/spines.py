@@ -259,24 +259,8 @@ def generate_one(index: int, seed: int, config: SpinesConfig) -> Sample:
 
     points = np.asarray(heads, np.float32).reshape(-1, 2)
     boxes = np.concatenate([points - BOX_HALF, points + BOX_HALF], axis=1).astype(np.float32)
-    return Sample(
-        id=f"spines_s{seed}_{index:05d}",
-        image_array=image,
-        points=points,
-        boxes=boxes,
-        labels=np.zeros(len(points), np.int32),
-        mask_array=labels,
-        pixel_size_um=config.pixel_size_um,
-        meta={
-            "generator": "spines",
-            "seed": seed,
-            "index": index,
-            "spine_types": kinds,
-            "confusers": confusers,
-            "class_names": ["spine"],
-            "jpeg_quality": quality,
-        },
-    )
+    return noise.synthetic_sample("spines", seed, index, image, points, boxes, labels, config.pixel_size_um, "spine",
+                                  spine_types=kinds, confusers=confusers, jpeg_quality=quality)
 
 
 def generate(n: int, seed: int, config: SpinesConfig | None = None) -> list[Sample]:
