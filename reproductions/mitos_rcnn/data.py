@@ -245,7 +245,7 @@ class Fields:
         timing_crops: the held-out AMi-Br crops a timing field is built from (real data only).
         baseline_sets: ``{split: (training fields, test fields, DataInfo)}`` for the baselines
             (``baselines.evaluate_baselines``): ``real_bench`` and the old ``real_mosaic`` with real
-            data, ``synthetic_test`` without.
+            data; none without (the synthetic smoke run, and its regression golden, stay as they were).
     """
 
     train: list
@@ -335,13 +335,12 @@ def load_fields(cfg, data, seed: int) -> Fields:
         synth_test += he_fields.generate(d.synthetic_test_fields, d.synthetic_seed + 1 + k, test_config)
     note = (f"{size[0]}x{size[1]} fields, {d.synthetic_test_mitoses_per_mm2:g} mitoses/mm2, "
             f"seed {d.synthetic_seed}")
-    synth_info = DataInfo("synthetic", "he_fields (aperio + hamamatsu)", len(synth_test), "", note)
-    tests = {"synthetic_test": (synth_test, synth_info)}
+    tests = {"synthetic_test": (synth_test, DataInfo("synthetic", "he_fields (aperio + hamamatsu)", len(synth_test),
+                                                     "", note))}
     if data.path is None:
         print("[mitos_rcnn] no real data found: training on SYNTHETIC H&E fields (datasets/synthetic/he_fields)")
         train = _synthetic_fields(d.synthetic_train_fields, d, size)
-        return Fields(train, train[: d.tune_fields], tests, "synthetic", "synthetic he_fields", [],
-                      {"synthetic_test": (train, synth_test, synth_info)})
+        return Fields(train, train[: d.tune_fields], tests, "synthetic", "synthetic he_fields", [])
     train, test, old_train, old_test, test_crops, bcfg = _real_fields(cfg, data.path, seed)
     checksum = checksum_files([Path(c.image_path) for c in test_crops])
     h, w = bcfg.field_size
