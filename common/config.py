@@ -42,7 +42,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 
@@ -92,6 +92,35 @@ NonNegFloat = Annotated[float, Range(min=0)]
 Fraction = Annotated[float, Range(min=0, max=1, min_open=True, max_open=True)]
 FractionOrZero = Annotated[float, Range(min=0, max=1, max_open=True)]
 Probability = Annotated[float, Range(min=0, max=1)]
+
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """Where and in which precision a paper trains: the ``runtime`` section every paper's config has.
+
+    One section for every model of a paper (``--set runtime.strategy=mirrored`` applies to all of
+    them), read by ``common.training.runtime_scope``, which the CLI wraps around ``reproduce`` and
+    ``evaluate``. The batch sizes a config names are GLOBAL batches: under a strategy each step
+    splits them over the replicas (2 GPUs, batch 8: 4 images per GPU), so the schedule and the
+    learning rate mean the same on one device and on many.
+
+    Attributes:
+        strategy: ``none`` (the default device), ``mirrored`` (tf.distribute.MirroredStrategy: all
+            local GPUs, TensorFlow backend), ``multiworker`` (tf.distribute.MultiWorkerMirroredStrategy,
+            one process per machine with TF_CONFIG set, TensorFlow backend), ``data_parallel``
+            (keras.distribution.DataParallel over all local devices, JAX backend).
+        precision: the Keras dtype policy models are built under: ``float32``, ``mixed_bfloat16``
+            (bf16 compute, float32 weights; CPUs, TPUs, Ampere+ GPUs) or ``mixed_float16`` (GPUs; Keras
+            scales the loss).
+    """
+
+    strategy: Literal["none", "mirrored", "multiworker", "data_parallel"] = "none"
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+
+
+def _join(where: str, key: str) -> str:
+    """``config.train.lr`` for config files, ``--set train.lr`` for command-line overrides."""
+    return f"{where} {key}" if where == "--set" else f"{where}.{key}"
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -205,9 +234,9 @@ def validate(cfg: Any, where: str = "config") -> None:
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            validate(value, f"{where}.{field.name}")
+            validate(value, _join(where, field.name))
         else:
-            _coerce(value, hints[field.name], f"{where}.{field.name}")
+            _coerce(value, hints[field.name], _join(where, field.name))
 
 
 def from_dict(cls: type, data: dict, where: str = "config") -> Any:
@@ -217,12 +246,12 @@ def from_dict(cls: type, data: dict, where: str = "config") -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(
-            f"unknown key '{where}.{unknown[0]}'" + f" (known keys of {where}: {', '.join(sorted(names))})"
+            f"unknown key '{_join(where, unknown[0])}'" + f" (known keys of {where}: {', '.join(sorted(names))})"
         )
     kwargs = {}
     for field in dataclasses.fields(cls):
         if field.name in data:
-            kwargs[field.name] = _coerce(data[field.name], hints[field.name], f"{where}.{field.name}")
+            kwargs[field.name] = _coerce(data[field.name], hints[field.name], _join(where, field.name))
     return cls(**kwargs)
 
 
@@ -237,12 +266,12 @@ def merge(base: Any, overrides: dict, where: str = "config") -> Any:
     changes = {}
     for key, value in overrides.items():
         if key not in names:
-            raise ConfigError(f"unknown key '{where}.{key}' (known keys of {where}: {', '.join(sorted(names))})")
+            raise ConfigError(f"unknown key '{_join(where, key)}' (known keys of {where}: {', '.join(sorted(names))})")
         current = getattr(base, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
-            changes[key] = merge(current, value, f"{where}.{key}")
+            changes[key] = merge(current, value, _join(where, key))
         else:
-            changes[key] = _coerce(value, hints[key], f"{where}.{key}")
+            changes[key] = _coerce(value, hints[key], _join(where, key))
     return dataclasses.replace(copy.deepcopy(base), **changes)
 
 

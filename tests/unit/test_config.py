@@ -52,7 +52,7 @@ def test_resolution_order(path):
 
 
 def test_unknown_key_names_the_key(path):
-    with pytest.raises(ConfigError, match=r"unknown key '--set.train.lrr'.*known keys of --set.train: epochs, lr"):
+    with pytest.raises(ConfigError, match=r"unknown key '--set train.lrr'.*known keys of --set train: epochs, lr"):
         config.resolve(Cfg, path, "paper", "short", config.parse_set(["train.lrr=1"]))
 
 

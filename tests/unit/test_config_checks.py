@@ -115,18 +115,18 @@ def test_aliases_mean_what_the_docstring_says():
 
 
 def test_out_of_range_set_names_key_and_range(toy_path):
-    with pytest.raises(ConfigError, match=r"^--set\.inner\.size: -1 is out of range \(must be >= 1\)$"):
+    with pytest.raises(ConfigError, match=r"^--set inner\.size: -1 is out of range \(must be >= 1\)$"):
         _resolve(toy_path, "inner.size=-1")
-    with pytest.raises(ConfigError, match=r"^--set\.inner\.share: 1\.5 is out of range \(must be > 0 and < 1\)$"):
+    with pytest.raises(ConfigError, match=r"^--set inner\.share: 1\.5 is out of range \(must be > 0 and < 1\)$"):
         _resolve(toy_path, "inner.share=1.5")
-    with pytest.raises(ConfigError, match=r"--set\.inner\.rate: 0\.0 is out of range \(must be > 0\)"):
+    with pytest.raises(ConfigError, match=r"--set inner\.rate: 0\.0 is out of range \(must be > 0\)"):
         _resolve(toy_path, "inner.rate=0")
-    with pytest.raises(ConfigError, match=r"--set\.momentum: 1\.0 .*>= 0 and < 1"):
+    with pytest.raises(ConfigError, match=r"--set momentum: 1\.0 .*>= 0 and < 1"):
         _resolve(toy_path, "momentum=1")
-    with pytest.raises(ConfigError, match=r"--set\.count: -3 "):
+    with pytest.raises(ConfigError, match=r"--set count: -3 "):
         _resolve(toy_path, "count=-3")
     # the type is still checked before the range
-    with pytest.raises(ConfigError, match="--set.inner.size: expected an integer"):
+    with pytest.raises(ConfigError, match="--set inner.size: expected an integer"):
         _resolve(toy_path, "inner.size=big")
 
 
@@ -140,29 +140,29 @@ def test_optional_keeps_none_and_reports_the_range(toy_path):
     assert _resolve(toy_path, "threshold=null").threshold is None
     assert _resolve(toy_path, "threshold=0.3").threshold == 0.3
     # X | None: the message is X's own (with its range), not "fits none of typing.Optional[...]"
-    with pytest.raises(ConfigError, match=r"^--set\.threshold: 5\.0 is out of range \(must be >= 0 and <= 1\)$"):
+    with pytest.raises(ConfigError, match=r"^--set threshold: 5\.0 is out of range \(must be >= 0 and <= 1\)$"):
         _resolve(toy_path, "threshold=5")
 
 
 def test_union_of_several_types_names_them_readably(toy_path):
     assert _resolve(toy_path, "either=3").either == 3
     assert _resolve(toy_path, "either=auto").either == "auto"
-    with pytest.raises(ConfigError, match=r"--set\.either: 0 fits none of int >= 1 \| 'auto'"):
+    with pytest.raises(ConfigError, match=r"--set either: 0 fits none of int >= 1 \| 'auto'"):
         _resolve(toy_path, "either=0")
 
 
 def test_tuples_and_nested_lists_check_every_item(toy_path):
     assert _resolve(toy_path, "widths=[1, 2, 3]").widths == (1, 2, 3)
-    with pytest.raises(ConfigError, match=r"--set\.widths\[1\]: 0 is out of range \(must be >= 1\)"):
+    with pytest.raises(ConfigError, match=r"--set widths\[1\]: 0 is out of range \(must be >= 1\)"):
         _resolve(toy_path, "widths=[4, 0]")
-    with pytest.raises(ConfigError, match=r"--set\.pair\[1\]: 2\.0 is out of range"):
+    with pytest.raises(ConfigError, match=r"--set pair\[1\]: 2\.0 is out of range"):
         _resolve(toy_path, "pair=[3, 2]")
-    with pytest.raises(ConfigError, match=r"--set\.anchors\[0\]\[1\]: -1\.0 is out of range \(must be > 0\)"):
+    with pytest.raises(ConfigError, match=r"--set anchors\[0\]\[1\]: -1\.0 is out of range \(must be > 0\)"):
         _resolve(toy_path, "anchors=[[1, -1]]")
 
 
 def test_literal_is_checked(toy_path):
-    with pytest.raises(ConfigError, match=r"--set\.mode: 'c' is not one of \['a', 'b'\]"):
+    with pytest.raises(ConfigError, match=r"--set mode: 'c' is not one of \['a', 'b'\]"):
         _resolve(toy_path, "mode=c")
 
 
@@ -296,7 +296,7 @@ def test_bad_values_are_one_line_errors_naming_the_key(paper):
     task = get_task(paper)
     assert BAD_SETS[paper], paper
     for assignment, pattern in BAD_SETS[paper]:
-        with pytest.raises(ConfigError, match=rf"^--set\.{pattern}") as err:
+        with pytest.raises(ConfigError, match=rf"^--set {pattern}") as err:
             task.load_config("paper", "smoke", overrides=config.parse_set([assignment]))
         assert "\n" not in str(err.value), assignment
 
