@@ -100,6 +100,8 @@ def convert_channels(image: np.ndarray, channels: int | None) -> np.ndarray:
     """Convert an H×W or H×W×C array to the requested channel count (see ``read_image``)."""
     if channels is None:
         return image
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
     if image.ndim == 3 and image.shape[-1] == 4:
         image = image[..., :3]
     if channels == 1:
@@ -107,6 +109,8 @@ def convert_channels(image: np.ndarray, channels: int | None) -> np.ndarray:
             return image
         weights = np.array([0.299, 0.587, 0.114], dtype=np.float64)
         grey = image[..., :3].astype(np.float64) @ weights
+        if np.issubdtype(image.dtype, np.floating):  # float images keep their values (no rounding to 0/1)
+            return grey.astype(image.dtype)
         return np.round(grey).astype(image.dtype)
     if channels == 3:
         if image.ndim == 2:

@@ -131,3 +131,27 @@ def test_thresholds_outside_the_score_range_are_refused(value):
 
 def test_thresholds_inside_an_unbounded_range_pass():
     assert predict.check_threshold(-0.5, (-np.inf, np.inf)) == -0.5
+
+
+def test_to_uint8_keeps_the_shape_and_maps_every_dtype():
+    eight = np.array([[0, 7, 255]], np.uint8)
+    assert predict.to_uint8(eight) is eight
+    np.testing.assert_array_equal(predict.to_uint8(np.array([[True, False]])), [[255, 0]])
+    np.testing.assert_array_equal(predict.to_uint8(np.array([[0.0, 0.5, 1.0]], np.float32)), [[0, 128, 255]])
+    np.testing.assert_array_equal(predict.to_uint8(np.array([[100, 4195]], np.uint16)), [[0, 255]])  # stretched
+    np.testing.assert_array_equal(predict.to_uint8(np.array([[-1.0, np.inf, 3.0]])), [[0, 0, 255]])  # inf -> lowest
+    np.testing.assert_array_equal(predict.to_uint8(np.full((2, 2), np.nan)), np.zeros((2, 2), np.uint8))
+    rgb = np.zeros((2, 2, 3), np.uint16)
+    rgb[0, 0] = (1000, 500, 0)
+    assert predict.to_uint8(rgb)[0, 0].tolist() == [255, 128, 0]  # one stretch over all channels
+
+
+def test_convert_channels_handles_single_channel_stacks_and_float_colour():
+    from microrepro.common.imageio import convert_channels
+
+    single = np.arange(6, dtype=np.uint16).reshape(2, 3, 1)
+    assert convert_channels(single, 3).shape == (2, 3, 3)
+    assert convert_channels(single, 1).shape == (2, 3)
+    colour = np.full((2, 2, 3), 0.5, np.float32)
+    grey = convert_channels(colour, 1)
+    assert grey.dtype == np.float32 and np.allclose(grey, 0.5)
