@@ -154,10 +154,12 @@ def cases_for(paper: str) -> list[BenchCase]:
     from microrepro.common.registry import get_task
 
     task = get_task(paper)
+    # bench.py beside the paper's task module (reproductions/<paper>/, or a registered paper's own package)
+    name = type(task).__module__.rsplit(".", 1)[0] + ".bench"
     try:
-        module = importlib.import_module(f"microrepro.reproductions.{paper}.bench")
+        module = importlib.import_module(name)
     except ModuleNotFoundError as err:
-        if err.name == f"microrepro.reproductions.{paper}.bench":
+        if err.name and name.startswith(err.name):
             return []
         raise
     return module.benchmarks(task.load_config("paper", "paper"))
