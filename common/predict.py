@@ -209,6 +209,31 @@ def read_plane(path: Path, plane: int | None = None) -> np.ndarray:
     return image
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Pixel values as users have them -> uint8 of the same shape, what the 8-bit-trained models take.
+
+    uint8 stays as it is; bool becomes 0 / 255; float images with every value in [0, 1] are scaled
+    by 255; any other integer (uint16...) or float image is stretched from its minimum to its
+    maximum over all its values (a 12-bit camera image rarely fills 16 bits). NaN / inf pixels
+    take the image's lowest finite value (all non-finite: zeros).
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == bool:
+        return image.astype(np.uint8) * 255
+    values = image.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        return np.zeros(image.shape, np.uint8)
+    low, high = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, low)
+    if np.issubdtype(image.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        return np.round(255 * values).astype(np.uint8)
+    span = max(high - low, 1e-12)
+    return np.round(255 * (values - low) / span).astype(np.uint8)
+
+
 def output_names(images: Sequence[Path]) -> list[tuple[str, str]]:
     """Per input, ``(relative name shown in counts.csv, output stem relative to --out)``.
 
