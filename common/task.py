@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,23 @@ class Task(abc.ABC):
 
     Subclasses set the class attributes and implement ``reproduce``, ``evaluate`` and
     ``load_predictor``; ``predict`` is shared (``common.predict``): every paper writes the same
-    files with the same columns.
+    files with the same columns. ``folder`` (where ``config.yaml`` and ``published.yaml`` are) is
+    the folder of the module that defines the subclass unless the subclass sets it.
     """
 
     name: str = ""
     title: str = ""
     dataset: str = ""  # folder name of the default real data set under the data root
     config_cls: type = object
-    folder: Path = Path(".")
+    folder: Path = Path(".")  # see the class docstring
     models: tuple[str, ...] = ()  # the models ``predict --model`` accepts
     default_model: str = ""  # the paper's main model
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        module_file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        if cls.folder is Task.folder and module_file:  # neither it nor a base paper class set one
+            cls.folder = Path(module_file).resolve().parent
 
     @property
     def config_path(self) -> Path:

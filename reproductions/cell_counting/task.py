@@ -88,7 +88,6 @@ class CellCountingTask(Task):
     title = "Automatic Cell Counting in Fluorescent Microscopy Using Deep Learning (Morelli et al.)"
     dataset = "fnc_sample"
     config_cls = CellCountingConfig
-    folder = Path(__file__).parent
     models = MODELS
     default_model = FULL
 

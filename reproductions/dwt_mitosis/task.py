@@ -81,7 +81,6 @@ class DwtMitosisTask(Task):
     title = "A Two-Phase Mitosis Detection Approach Based on U-Shaped Network (Lu 2021)"
     dataset = "mitosis_amibr"
     config_cls = DwtMitosisConfig
-    folder = Path(__file__).parent
     # an R-CNN of one label source; "<model>_<domain>" picks the training domain (default: AMi-Br when trained)
     models = tuple(rcnn_model(s) for s in SOURCES) + tuple(f"{rcnn_model(s)}_{d}" for d in DOMAINS for s in SOURCES)
     default_model = rcnn_model("dwt")

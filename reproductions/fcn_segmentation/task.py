@@ -59,7 +59,6 @@ class FcnSegmentationTask(Task):
     title = "Microscopy cell semantic segmentation with FCNs (Marzo & La Rosa 2016)"
     dataset = "dsb2018_stage1_test"
     config_cls = FcnSegmentationConfig
-    folder = Path(__file__).parent
     models = MODELS
     default_model = FINETUNED
 

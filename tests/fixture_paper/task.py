@@ -71,7 +71,6 @@ class FixtureTask(Task):
     title = "Bright discs on noise (test fixture)"
     dataset = "fixture_discs"  # no such real data set: always the synthetic generator
     config_cls = FixtureConfig
-    folder = Path(__file__).resolve().parent
     models = (MODEL,)
     default_model = MODEL
 
