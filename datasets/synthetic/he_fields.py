@@ -392,8 +392,4 @@ def generate(n: int, seed: int, config: HEConfig | None = None) -> list[Sample]:
 
     Reference: mitos_rcnn Sec. III; dwt_mitosis Sec. 3.1.
     """
-    config = config or HEConfig()
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    config.validate()
-    return [generate_one(i, seed, config) for i in range(n)]
+    return noise.generate_all(generate_one, n, seed, config or HEConfig())

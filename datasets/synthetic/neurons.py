@@ -407,8 +407,4 @@ def generate(n: int, seed: int, config: NeuronsConfig | None = None) -> list[Sam
 
     Reference: cell_counting paper Sec. 2.
     """
-    config = config or NeuronsConfig()
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    config.validate()
-    return [generate_one(i, seed, config) for i in range(n)]
+    return noise.generate_all(generate_one, n, seed, config or NeuronsConfig())

@@ -238,17 +238,7 @@ def raster_polygon(
         ``((row_slice, col_slice), mask_bool)`` for the window, or None when the polygon
         misses the image.
     """
-    poly = np.asarray(polygon_xy, np.float64)
-    x1 = max(int(np.floor(poly[:, 0].min())) - 1, 0)
-    y1 = max(int(np.floor(poly[:, 1].min())) - 1, 0)
-    x2 = min(int(np.ceil(poly[:, 0].max())) + 2, shape[1])
-    y2 = min(int(np.ceil(poly[:, 1].max())) + 2, shape[0])
-    if x2 <= x1 or y2 <= y1:
-        return None
-    local = np.zeros((y2 - y1, x2 - x1), np.uint8)
-    pts = np.round((poly - [x1, y1]) * (1 << _SHIFT)).astype(np.int32)
-    cv2.fillPoly(local, [pts], 1, lineType=cv2.LINE_8, shift=_SHIFT)
-    return (slice(y1, y2), slice(x1, x2)), local.astype(bool)
+    return raster_polygons([polygon_xy], shape)
 
 
 def raster_polygons(
@@ -410,6 +400,14 @@ class Overlap:
         self.visible.append(area)
         self.full_area.append(area)
         return label
+
+
+def generate_all(generate_one, n: int, seed: int, config) -> list[Sample]:
+    """``[generate_one(i, seed, config) for i in range(n)]`` once ``n`` and ``config`` are checked."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    config.validate()
+    return [generate_one(i, seed, config) for i in range(n)]
 
 
 def synthetic_sample(generator: str, seed: int, index: int, image: np.ndarray, points: np.ndarray,

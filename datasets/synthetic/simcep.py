@@ -237,8 +237,4 @@ def generate(n: int, seed: int, config: SimcepConfig | None = None) -> list[Samp
 
     Reference: fcn_segmentation Sec. 7.1; Lehmussola et al. 2007.
     """
-    config = config or SimcepConfig()
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    config.validate()
-    return [generate_one(i, seed, config) for i in range(n)]
+    return noise.generate_all(generate_one, n, seed, config or SimcepConfig())

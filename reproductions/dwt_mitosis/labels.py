@@ -25,22 +25,23 @@ import numpy as np
 from microrepro.common.matching import box_iou
 
 
-def _points(points) -> np.ndarray:
-    array = np.asarray(points if points is not None else [], np.float64)
+def _rows(values, what: str, columns: str) -> np.ndarray:
+    """``values`` (None or empty allowed) as float64 ``(N, len(columns))``; ValueError for another shape."""
+    names = columns.split()
+    array = np.asarray(values if values is not None else [], np.float64)
     if array.size == 0:
-        return np.zeros((0, 2), np.float64)
-    if array.ndim != 2 or array.shape[1] != 2:
-        raise ValueError(f"points must have shape (N, 2) [x, y], got {array.shape}")
+        return np.zeros((0, len(names)), np.float64)
+    if array.ndim != 2 or array.shape[1] != len(names):
+        raise ValueError(f"{what} must have shape (N, {len(names)}) [{', '.join(names)}], got {array.shape}")
     return array
+
+
+def _points(points) -> np.ndarray:
+    return _rows(points, "points", "x y")
 
 
 def _boxes(boxes) -> np.ndarray:
-    array = np.asarray(boxes if boxes is not None else [], np.float64)
-    if array.size == 0:
-        return np.zeros((0, 4), np.float64)
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise ValueError(f"boxes must have shape (N, 4) [x1, y1, x2, y2], got {array.shape}")
-    return array
+    return _rows(boxes, "boxes", "x1 y1 x2 y2")
 
 
 def points_in_boxes(points, boxes) -> np.ndarray:
