@@ -222,6 +222,15 @@ def random_crop(example: dict, size, seed, interpolation: dict | None = None) ->
 # the dataset
 
 
+def _dense_map(value: np.ndarray, rank: int, must: str) -> np.ndarray:
+    """A dense map with its channel axis (added when missing), bool as uint8; ``must`` says the shapes."""
+    if value.ndim == rank - 1:
+        value = value[..., None]
+    if value.ndim != rank:
+        raise ValueError(f"{must}, got shape {value.shape}")
+    return value.astype(np.uint8) if value.dtype == bool else value
+
+
 def _as_example(raw: Mapping, where: str, dense: set[str]) -> dict[str, np.ndarray]:
     """Check one example's keys/shapes and give dense maps a channel axis."""
     if not isinstance(raw, Mapping):
@@ -233,12 +242,7 @@ def _as_example(raw: Mapping, where: str, dense: set[str]) -> dict[str, np.ndarr
     for key, value in raw.items():
         value = np.asarray(value)
         if key in dense:
-            if value.ndim == 2:
-                value = value[..., None]
-            if value.ndim != 3:
-                raise ValueError(f"{where}: {key!r} must be (H, W) or (H, W, C), got shape {value.shape}")
-            if value.dtype == bool:
-                value = value.astype(np.uint8)
+            value = _dense_map(value, 3, f"{where}: {key!r} must be (H, W) or (H, W, C)")
         elif key in ANNOTATION_WIDTH:
             width = ANNOTATION_WIDTH[key]
             if value.size % width:
@@ -320,12 +324,7 @@ def _from_arrays(examples: Mapping, dense: set[str], max_annotations: int | None
             continue
         value = np.asarray(value)
         if key in dense:
-            if value.ndim == 3:
-                value = value[..., None]
-            if value.ndim != 4:
-                raise ValueError(f"examples[{key!r}] must be (B, H, W) or (B, H, W, C), got shape {value.shape}")
-            if value.dtype == bool:
-                value = value.astype(np.uint8)
+            value = _dense_map(value, 4, f"examples[{key!r}] must be (B, H, W) or (B, H, W, C)")
         arrays[key] = value
     for key in dense - {"image"}:
         if key in arrays and arrays[key].shape[1:3] != arrays["image"].shape[1:3]:

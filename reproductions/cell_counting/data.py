@@ -24,6 +24,7 @@ from microrepro.common.errors import DataError, UserError
 from microrepro.common.runs import DataInfo, checksum_files
 from microrepro.reproductions.cell_counting.config import CellCountingConfig
 from microrepro.reproductions.cell_counting.weightmaps import weight_map
+from microrepro.common.predict import to_uint8
 
 FNC_TEST_IMAGES = 60  # Sec. 4.1: "we randomly selected 60 images to insert in the test set"
 
@@ -73,20 +74,7 @@ def rgb_uint8(image: np.ndarray) -> np.ndarray:
         image = image[..., :3]
     elif image.ndim != 3 or image.shape[-1] != 3:
         raise DataError(f"expected a grey or colour image, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == bool:
-        return image.astype(np.uint8) * 255
-    values = image.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(image.shape, np.uint8)
-    low, high = float(values[finite].min()), float(values[finite].max())
-    values = np.where(finite, values, low)
-    if np.issubdtype(image.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        return np.round(255 * values).astype(np.uint8)
-    span = max(high - low, 1e-12)
-    return np.round(255 * (values - low) / span).astype(np.uint8)
+    return to_uint8(image)  # values: common.predict.to_uint8 (the docstring's rules)
 
 
 def resize(array: np.ndarray, scale: float, nearest: bool) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from microrepro.common.errors import DataError
+from microrepro.common.predict import to_uint8
 from microrepro.datasets.base import Sample
 
 
@@ -83,20 +84,7 @@ def grey_uint8(image: np.ndarray) -> np.ndarray:
             image = convert_channels(image, 1)
     if image.ndim != 2:
         raise DataError(f"expected a grey or colour image, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype == bool:
-        return image.astype(np.uint8) * 255
-    values = image.astype(np.float64)
-    finite = np.isfinite(values)
-    if not finite.any():
-        return np.zeros(image.shape, np.uint8)
-    low, high = float(values[finite].min()), float(values[finite].max())
-    values = np.where(finite, values, low)
-    if np.issubdtype(image.dtype, np.floating) and low >= 0.0 and high <= 1.0:
-        return np.round(255 * values).astype(np.uint8)
-    span = max(high - low, 1e-12)
-    return np.round(255 * (values - low) / span).astype(np.uint8)
+    return to_uint8(image)  # values: common.predict.to_uint8 (the docstring's rules)
 
 
 def resize_image(image: np.ndarray, size: int,
