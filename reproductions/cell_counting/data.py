@@ -21,10 +21,10 @@ import numpy as np
 
 from microrepro.common.data_sources import DataSource
 from microrepro.common.errors import DataError, UserError
+from microrepro.common.predict import to_uint8
 from microrepro.common.runs import DataInfo, checksum_files
 from microrepro.reproductions.cell_counting.config import CellCountingConfig
 from microrepro.reproductions.cell_counting.weightmaps import weight_map
-from microrepro.common.predict import to_uint8
 
 FNC_TEST_IMAGES = 60  # Sec. 4.1: "we randomly selected 60 images to insert in the test set"
 
