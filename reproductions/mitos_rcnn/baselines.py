@@ -16,6 +16,8 @@ Reference: MITOS-RCNN Sec. V-A (F1 with the 8 um rule).
 
 from __future__ import annotations
 
+import numpy as np
+
 from microrepro.common import baselines
 
 POSITION, LOG_BLOBS = "baseline_position", "baseline_log_blobs"
@@ -28,13 +30,21 @@ def _values(result, train_f1: float) -> dict:
             "fp": result.fp, "fn": result.fn, "train_f1": train_f1}
 
 
-def evaluate_baselines(run, cfg, sets: dict) -> dict:
+def _per_field(points_per_field, fields, match_um: float) -> dict:
+    """``{"tp", "fp", "fn"}`` per field (the bootstrap's unit, ``evaluation.record_paired``)."""
+    results = [baselines.match_fields([p], [f], match_um) for p, f in zip(points_per_field, fields, strict=True)]
+    return {k: np.array([getattr(r, k) for r in results], np.int64) for k in ("tp", "fp", "fn")}
+
+
+def evaluate_baselines(run, cfg, sets: dict, per_field: dict | None = None) -> dict:
     """Fit both baselines on each split's training fields and record them on its test fields.
 
     Args:
         run: the ``Run``.
         cfg: ``MitosRCNNConfig`` (``eval.match_um``).
         sets: ``{split: (train fields, test fields, DataInfo)}`` (``data.Fields.baseline_sets``).
+        per_field: when given, ``per_field[split][model]`` is set to each baseline's per-field
+            tp / fp / fn on the split's test fields.
 
     Returns:
         ``{split: {"position": rule name, "log_blobs": {"score", "threshold"}}}`` (also stored in
@@ -48,7 +58,10 @@ def evaluate_baselines(run, cfg, sets: dict) -> dict:
         if not train or not test:
             continue
         fit = baselines.fit_position(train, match_um)
-        result = baselines.match_fields([fit.rule.detect(f) for f in test], test, match_um)
+        positions = [fit.rule.detect(f) for f in test]
+        result = baselines.match_fields(positions, test, match_um)
+        if per_field is not None:
+            per_field.setdefault(split, {})[POSITION] = _per_field(positions, test, match_um)
         train_f1 = fit.train_f1[fit.rule.name]
         run.add_metrics(POSITION, split, _values(result, train_f1) | {"pitch_px": fit.rule.pitch}, info)
         print(f"[mitos_rcnn] {POSITION} on {split}: rule {fit.rule.name} (train F1 {train_f1:.3f}) -> "
@@ -56,6 +69,8 @@ def evaluate_baselines(run, cfg, sets: dict) -> dict:
         blob = baselines.fit_log_blobs(train[:MAX_FIT_FIELDS], match_um)
         found = [blob.detect(f.image, baselines.pixel_size(f))[0] for f in test]
         result = baselines.match_fields(found, test, match_um)
+        if per_field is not None:
+            per_field.setdefault(split, {})[LOG_BLOBS] = _per_field(found, test, match_um)
         run.add_metrics(LOG_BLOBS, split, _values(result, blob.threshold.metric_value)
                         | {"threshold": blob.threshold.value}, info)
         print(f"[mitos_rcnn] {LOG_BLOBS} on {split}: score {blob.score} >= {blob.threshold.value:.4g} (train F1 "

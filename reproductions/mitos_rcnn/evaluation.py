@@ -17,13 +17,15 @@ import json
 
 import numpy as np
 
-from microrepro.common import matching, thresholds
+from microrepro.common import matching, stats, thresholds
 from microrepro.common.errors import ConfigError
 from microrepro.common.metrics import detection_sweep
 from microrepro.common.runs import DataInfo
 from microrepro.reproductions.mitos_rcnn.detect import DEFAULT_PIXEL_SIZE_UM, FieldDetections
 
 FIG4_MODEL = "fig4_confusion"
+DETECTION_KEYS = ("precision", "recall", "f1")
+TERCILE_KEYS = ("recall_small", "recall_medium", "recall_large")
 
 
 # --------------------------------------------------------------------------------- Fig. 4
@@ -133,15 +135,26 @@ def size_tercile_recall(detections: list[FieldDetections], fields: list, thresho
 
     Reference: MITOS-RCNN Sec. IV-B.1 (small-scale object detection, the reason for the cascade).
     """
+    return _tercile_recall(*_field_sizes_hits(detections, fields, threshold, match_um))
+
+
+def _field_sizes_hits(detections: list[FieldDetections], fields: list, threshold: float, match_um: float,
+                      results: list | None = None) -> tuple[list, list]:
+    """Per field with sizes: the figures' sizes (um) and whether each was matched (fields without boxes skipped)."""
     sizes, hits = [], []
-    for d, f in zip(detections, fields):
+    for i, (d, f) in enumerate(zip(detections, fields, strict=True)):
         boxes = np.asarray(f.boxes).reshape(-1, 4)
         if len(boxes) != len(np.asarray(f.points).reshape(-1, 2)) or not len(boxes):
             continue
-        result = match_field(d, f, threshold, match_um)
+        result = match_field(d, f, threshold, match_um) if results is None else results[i]
         areas = np.clip((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 0, None)
         sizes.append(np.sqrt(areas) * _pixel_size(f))
         hits.append(result.matched_gt)
+    return sizes, hits
+
+
+def _tercile_recall(sizes: list, hits: list) -> dict:
+    """``size_tercile_recall``'s values from per-field sizes and hits ({} without any field)."""
     if not sizes:
         return {}
     sizes, hits = np.concatenate(sizes), np.concatenate(hits)
@@ -171,7 +184,73 @@ def operating_threshold(run, key: str, model, cfg, tune: list, choose: bool) -> 
     return stored.value
 
 
-def evaluate_model(run, key: str, model, cfg, tests: dict, threshold: float) -> dict:
+def field_intervals(results: list, sizes: list | None = None, hits: list | None = None) -> dict:
+    """95 % bootstrap intervals over fields of precision / recall / F1 (and recall per size tercile).
+
+    Args:
+        results: per-field ``MatchResult`` s (``match_field``).
+        sizes, hits: per field with sizes, ``_field_sizes_hits``' figure sizes and matched flags;
+            each resample recomputes the tercile cut points and recalls from its fields' figures,
+            as ``size_tercile_recall`` does from all of them.
+
+    Returns:
+        ``{f"{m}_ci_low", f"{m}_ci_high"}`` for ``DETECTION_KEYS`` (and ``TERCILE_KEYS`` with sizes).
+
+    Reference: Efron & Tibshirani 1993, Ch. 13 (fields are the resampled unit).
+    """
+    out = stats.interval_keys(stats.bootstrap(per_field_counts(results), stats.detection_statistic))
+    if sizes:
+        def terciles(subset) -> dict:
+            idx = subset["field"]
+            values = _tercile_recall([sizes[i] for i in idx], [hits[i] for i in idx])
+            return {k: values[k] for k in TERCILE_KEYS}
+
+        intervals = stats.bootstrap({"field": np.arange(len(sizes))}, terciles)
+        out.update(stats.interval_keys(intervals))
+    return out
+
+
+def per_field_counts(results: list) -> dict[str, np.ndarray]:
+    """``{"tp", "fp", "fn"}``, each ``(F,)`` int64, of per-field ``MatchResult`` s."""
+    return {k: np.array([getattr(r, k) for r in results], np.int64) for k in ("tp", "fp", "fn")}
+
+
+def compared_pairs(models) -> tuple[tuple[str, str], ...]:
+    """The pairs ``record_paired`` stores (a − b): MITOS-RCNN against each single-stage model, and
+    every model against each baseline."""
+    from microrepro.reproductions.mitos_rcnn.baselines import MODELS as BASELINES
+
+    pairs = [("mitos_rcnn", "faster_rcnn_conv4"), ("mitos_rcnn", "faster_rcnn_conv5")]
+    pairs += [(m, b) for m in models for b in BASELINES]
+    return tuple(pairs)
+
+
+def record_paired(run, split: str, info: DataInfo, per_field: dict[str, dict], models) -> dict:
+    """Paired bootstrap F1 differences on the same fields of ``split``, under model ``paired``.
+
+    Args:
+        split: a test split (``real_bench``, ``synthetic_test``).
+        info: its ``DataInfo``.
+        per_field: ``{model: per-field tp/fp/fn}`` on ``split`` (``evaluate_model``'s ``per_field``;
+            the baselines' on ``real_bench`` from ``baselines.evaluate_baselines``), every model on
+            the same fields in the same order.
+        models: the detectors trained in the run (``cfg.models``).
+
+    Returns:
+        The recorded ``{f1_diff__<a>__vs__<b>: a − b, ..._ci_low, ..._ci_high}`` of each pair of
+        ``compared_pairs`` whose two models were evaluated on ``split`` (empty: nothing recorded). An
+        ordering is claimed only where the interval excludes 0.
+
+    Reference: MITOS-RCNN Table II (the cascade against conv4 / conv5); the baselines (README).
+    """
+    run.extra["bootstrap"] = stats.settings()
+    paired = stats.compare(per_field, compared_pairs(models), ("f1",), stats.detection_statistic)
+    if paired:
+        run.add_metrics(stats.PAIRED, split, paired, info)
+    return paired
+
+
+def evaluate_model(run, key: str, model, cfg, tests: dict, threshold: float, per_field: dict | None = None) -> dict:
     """Metrics of ``model`` at ``threshold`` on every test split, recorded in ``run``; returns the sweeps.
 
     Args:
@@ -181,9 +260,15 @@ def evaluate_model(run, key: str, model, cfg, tests: dict, threshold: float) -> 
         cfg: ``MitosRCNNConfig``.
         tests: ``{split: (fields, DataInfo)}``.
         threshold: the operating score threshold.
+        per_field: when given, ``per_field[split]`` is set to the per-field counts
+            (``per_field_counts``) of each split, for ``record_paired``.
 
     Returns:
         ``{split: f1_sweep}`` on each test split (for ``f1_oracle`` and the figures).
+
+    Precision / recall / F1 (and recall per size tercile) carry 95 % bootstrap intervals over the
+    split's fields (``field_intervals``); ``f1_oracle`` none (a maximum over thresholds chosen on
+    the test fields themselves).
 
     Reference: MITOS-RCNN Sec. V-A and Table II.
     """
@@ -193,13 +278,19 @@ def evaluate_model(run, key: str, model, cfg, tests: dict, threshold: float) -> 
     sweeps = {}
     for split, (test_fields, info) in tests.items():
         detections = detect_fields(model, cfg, test_fields)
-        total = aggregate_matches(detections, test_fields, threshold, e.match_um)
+        results = [match_field(d, f, threshold, e.match_um) for d, f in zip(detections, test_fields, strict=True)]
+        total = matching.aggregate(results)  # = aggregate_matches(detections, test_fields, threshold, match_um)
         values = {"precision": total.precision, "recall": total.recall, "f1": total.f1, "tp": total.tp,
                   "fp": total.fp, "fn": total.fn, "threshold": threshold}
         sweep = f1_sweep(detections, test_fields, e.thresholds, e.match_um)
         values["f1_oracle"] = float(np.max(sweep["f1"]))  # best threshold chosen on the test fields themselves
-        values.update(size_tercile_recall(detections, test_fields, threshold, e.match_um))
+        sizes, hits = _field_sizes_hits(detections, test_fields, threshold, e.match_um, results)
+        values.update(_tercile_recall(sizes, hits))  # = size_tercile_recall(...)
+        values.update(field_intervals(results, sizes, hits))
+        run.extra["bootstrap"] = stats.settings()
         run.add_metrics(key, split, values, info)
+        if per_field is not None:
+            per_field[split] = per_field_counts(results)
         sweeps[split] = sweep
         print(f"[mitos_rcnn] {key} on {split}: P {total.precision:.3f} R {total.recall:.3f} F1 {total.f1:.3f} "
               f"(threshold {threshold})")

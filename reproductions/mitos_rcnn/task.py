@@ -43,7 +43,7 @@ from microrepro.common.runs import DataInfo, Run
 from microrepro.common.task import Task
 from microrepro.reproductions.mitos_rcnn import baselines as baselines_lib
 from microrepro.reproductions.mitos_rcnn import data as data_lib
-from microrepro.reproductions.mitos_rcnn import evaluation
+from microrepro.reproductions.mitos_rcnn import evaluation, own_data
 from microrepro.reproductions.mitos_rcnn.config import MitosRCNNConfig
 from microrepro.reproductions.mitos_rcnn.model import MODEL_KEYS
 
@@ -75,9 +75,10 @@ class MitosRCNNTask(Task):
         unknown = sorted(set(cfg.models) - set(MODEL_KEYS))
         if unknown:
             raise ConfigError(f"models: unknown {unknown}; choose from {', '.join(MODEL_KEYS)}")
+        fields = own_data.load_fields(cfg, data, run.seed)  # first: a --data-dir of neither layout writes nothing
         self.record_fig4(run)
-        fields = data_lib.load_fields(cfg, data, run.seed)
-        baselines_lib.evaluate_baselines(run, cfg, fields.baseline_sets)
+        per_field: dict = {}  # {split: {model: per-field tp/fp/fn}}, for the paired comparisons
+        baselines_lib.evaluate_baselines(run, cfg, fields.baseline_sets, per_field)
         subs, sub_info = data_lib.training_subsections(cfg, fields.train, run.seed)
         run.schedule_run["data"] = sub_info
         run.save()
@@ -90,9 +91,19 @@ class MitosRCNNTask(Task):
             run.save()
             training.plot_history(run.run_dir, key, run.figure_path(f"{key}_loss"), f"{key}: training loss")
             threshold = evaluation.operating_threshold(run, key, model, cfg, fields.tune, choose=True)
-            sweeps[key] = evaluation.evaluate_model(run, key, model, cfg, fields.tests, threshold)
+            counts: dict = {}
+            sweeps[key] = evaluation.evaluate_model(run, key, model, cfg, fields.tests, threshold, counts)
+            for split, c in counts.items():
+                per_field.setdefault(split, {})[key] = c
             evaluation.time_hpf(run, key, model, cfg, fields.kind, fields.timing_crops)
         evaluation.write_sweeps(run, sweeps)
+        self._record_paired(run, cfg, fields, per_field)
+
+    @staticmethod
+    def _record_paired(run: Run, cfg: MitosRCNNConfig, fields, per_field: dict) -> None:
+        """Paired F1 differences on each test split (``evaluation.record_paired``)."""
+        for split, (_, info) in fields.tests.items():
+            evaluation.record_paired(run, split, info, per_field.get(split, {}), cfg.models)
 
     def evaluate(self, run: Run, data: DataSource) -> None:
         """Re-evaluate the baselines, and the run's trained models at their stored thresholds (chosen
@@ -101,16 +112,21 @@ class MitosRCNNTask(Task):
 
         cfg: MitosRCNNConfig = run.config
         self.record_fig4(run)
-        fields = data_lib.load_fields(cfg, data, run.seed)
-        baselines_lib.evaluate_baselines(run, cfg, fields.baseline_sets)
+        fields = own_data.load_fields(cfg, data, run.seed)
+        per_field: dict = {}
+        baselines_lib.evaluate_baselines(run, cfg, fields.baseline_sets, per_field)
         for key in cfg.models:
             if not train_lib.weights_path(run.run_dir, key).is_file():
                 print(f"[mitos_rcnn] {key}: no trained weights in {run.run_dir}, skipped")
                 continue
             model = train_lib.load_trained(key, cfg, run.run_dir, run.seed)
             threshold = evaluation.operating_threshold(run, key, model, cfg, fields.tune, choose=False)
-            evaluation.evaluate_model(run, key, model, cfg, fields.tests, threshold)
+            counts: dict = {}
+            evaluation.evaluate_model(run, key, model, cfg, fields.tests, threshold, counts)
+            for split, c in counts.items():
+                per_field.setdefault(split, {})[key] = c
             evaluation.time_hpf(run, key, model, cfg, fields.kind, fields.timing_crops)
+        self._record_paired(run, cfg, fields, per_field)
 
     def load_predictor(self, run_dir: Path, model: str) -> Predictor:
         """Detector ``model`` of the run ``run_dir`` for whole H&E fields (HPFs) at about x40.

@@ -2,7 +2,10 @@
 
 A model's operating threshold is chosen or configured once and stored with the run
 (``common.thresholds``: ``<run_dir>/thresholds.json``); the metrics, the figures and predict all
-read it from there.
+read it from there. Every rate and mAP@0.5 carries a 95 % bootstrap interval over the split's
+images (``common.stats``: ``<metric>_ci_low`` / ``_ci_high``), and the README's orderings (YOLO vs
+Faster R-CNN, SP-CNN with plain MSE vs with the prior) are paired bootstrap F1 differences on the
+same images, stored under model ``paired`` (``record_paired``).
 
 Reference: Table 1 (P / R / F1 at IoU >= 0.4 or 6 px, mAP@0.5, ms per image); Sec. 2, eq. (1).
 """
@@ -13,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from microrepro.common import thresholds
+from microrepro.common import stats, thresholds
 from microrepro.common.runs import DataInfo, Run
 from microrepro.reproductions.spines import data as data_lib
 from microrepro.reproductions.spines import postprocess
 from microrepro.reproductions.spines.models import ModelSpec
 
 FIGURE_GRID = np.linspace(0.05, 0.95, 19)  # thresholds of the F1-vs-threshold figure
+# The README's orderings, each (a, b) stored as a − b under model "paired" (``record_paired``).
+COMPARED = (("yolov2", "faster_rcnn"), ("sp_cnn_mse", "sp_cnn"))
+COMPARED_METRICS = ("f1", "f1_released")
 
 
 def spread(samples: list, n: int) -> list:
@@ -120,23 +126,52 @@ def evaluate_model(run: Run, spec: ModelSpec, model, cfg, prepared: data_lib.Pre
     """Table 1's numbers of one model on ``split``, recorded into ``run``, and its predictions figure.
 
     Returns:
-        ``{"detections": [(boxes, scores)] per image, "metrics": {...}}``; the metrics are
-        ``postprocess.evaluate_detections``' plus ``ms_per_image``, ``score_threshold`` and, for a
-        threshold chosen on training images, ``train_f1_at_threshold``.
+        ``{"detections": [(boxes, scores)] per image, "metrics": {...}, "per_image": {...}}``; the
+        metrics are ``postprocess.evaluate_detections``' plus ``ms_per_image``, ``score_threshold``,
+        for a threshold chosen on training images ``train_f1_at_threshold``, and the 95 % bootstrap
+        interval over images (``<m>_ci_low`` / ``<m>_ci_high``) of the six rates and ``map50``
+        (``postprocess.table1_intervals``); ``per_image`` holds the per-image counts
+        (``postprocess.per_image_counts``) for ``record_paired``.
     """
     detections = spec.detect(model, cfg, prepared)
     m = cfg.matching
+    per_image: dict = {}
     metrics = postprocess.evaluate_detections(
         detections, prepared.gt_boxes, threshold.value, m.iou_threshold, m.max_dist,
-        m.map_iou_threshold, m.released_max_dist, m.released_score_threshold,
+        m.map_iou_threshold, m.released_max_dist, m.released_score_threshold, per_image=per_image,
     )
+    metrics.update(postprocess.table1_intervals(detections, prepared.gt_boxes, per_image, m.map_iou_threshold))
+    run.extra["bootstrap"] = stats.settings()
     metrics["ms_per_image"] = ms_per_image(spec, model, cfg, prepared)
     metrics["score_threshold"] = threshold.value
     if threshold.rule != "fixed":
         metrics["train_f1_at_threshold"] = threshold.metric_value
     run.add_metrics(spec.name, split, metrics, info)
     predictions_figure(run, spec.name, detections, prepared, cfg, threshold.value)
-    return {"detections": detections, "metrics": metrics}
+    return {"detections": detections, "metrics": metrics, "per_image": per_image}
+
+
+def record_paired(run: Run, split: str, info: DataInfo, per_image: dict[str, dict]) -> dict:
+    """Paired bootstrap F1 differences of the detectors on the same images, under model ``paired``.
+
+    Args:
+        split: the evaluation split.
+        info: its ``DataInfo``.
+        per_image: ``{model: per-image counts}`` (``evaluate_model``'s ``per_image``), every model
+            on the same images in the same order.
+
+    Returns:
+        The recorded ``{f1_diff__<a>__vs__<b>: a − b, ..._ci_low, ..._ci_high}`` (and the same for
+        ``f1_released``) of each pair of ``COMPARED`` whose two models were evaluated (empty:
+        nothing recorded). An ordering is claimed only where the interval excludes 0.
+
+    Reference: Table 1 (YOLO against Faster R-CNN); Sec. 5 (SP-CNN with and without the prior).
+    """
+    run.extra["bootstrap"] = stats.settings()
+    paired = stats.compare(per_image, COMPARED, COMPARED_METRICS, postprocess.rates_statistic)
+    if paired:
+        run.add_metrics(stats.PAIRED, split, paired, info)
+    return paired
 
 
 def predictions_figure(run: Run, name: str, detections: list, prepared: data_lib.Prepared, cfg,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from microrepro.common import matching
+from microrepro.common import matching, stats
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_detections: int | None = None) -> np.ndarray:
@@ -55,6 +55,7 @@ def evaluate_detections(
     map_iou_threshold: float = 0.5,
     released_max_dist: float = 6.0,
     released_score_threshold: float = 0.6,
+    per_image: dict | None = None,
 ) -> dict:
     """All of Table 1's accuracy numbers for one model on one split.
 
@@ -67,6 +68,8 @@ def evaluate_detections(
         map_iou_threshold: IoU for average precision (Table 1 "mAP@0.5").
         released_max_dist, released_score_threshold: the released evaluation (top-left corners
             within 6 px, score > 0.6, not one-to-one; ``match_spines_released``).
+        per_image: when given, filled with the per-image counts the bootstrap resamples
+            (``per_image_counts``: ``tp``, ``fp``, ``fn`` and their ``*_released``, each ``(I,)``).
 
     Returns:
         ``{"precision", "recall", "f1", "map50", "precision_released", "recall_released",
@@ -85,6 +88,8 @@ def evaluate_detections(
         # The released script keeps boxes with score strictly above 0.60.
         rel = boxes[scores > released_score_threshold]
         released.append(matching.match_spines_released(rel, gt, max_dist=released_max_dist))
+    if per_image is not None:
+        per_image.update(per_image_counts(ours, released))
     total = matching.aggregate(ours)
     total_rel = matching.aggregate(released)
     ap = average_precision(
@@ -107,6 +112,65 @@ def evaluate_detections(
         "n_pred": total.tp + total.fp,
         "n_gt": total.tp + total.fn,
     }
+
+
+RATE_KEYS = ("precision", "recall", "f1", "precision_released", "recall_released", "f1_released")
+
+
+def per_image_counts(ours: list, released: list) -> dict[str, np.ndarray]:
+    """``{tp, fp, fn, tp_released, fp_released, fn_released}``, each ``(I,)`` int64, of per-image matchings."""
+    out = {}
+    for suffix, results in (("", ours), ("_released", released)):
+        for k in ("tp", "fp", "fn"):
+            out[f"{k}{suffix}"] = np.array([getattr(r, k) for r in results], np.int64)
+    return out
+
+
+def rates_statistic(per_image) -> dict[str, float]:
+    """Precision / recall / F1 of both rules from counts summed over images (``RATE_KEYS``).
+
+    Equal, on all images, to ``evaluate_detections``' values (``matching.aggregate`` and
+    ``common.stats.detection_statistic`` share ``metrics.prf``'s formulas and empty cases).
+    """
+    out = stats.detection_statistic({k: per_image[k] for k in ("tp", "fp", "fn")})
+    released = stats.detection_statistic({k: per_image[f"{k}_released"] for k in ("tp", "fp", "fn")})
+    return out | {f"{k}_released": v for k, v in released.items()}
+
+
+def table1_intervals(detections: list, gt_boxes: list, per_image: dict, map_iou_threshold: float = 0.5,
+                     n_boot: int = stats.N_BOOT, seed: int = stats.SEED) -> dict:
+    """95 % bootstrap intervals over images of Table 1's rates (both rules) and of mAP@0.5.
+
+    One resampling of the image indices (``common.stats.bootstrap``) serves all metrics: the
+    rates are recomputed from the resampled images' summed counts, mAP by calling
+    ``average_precision`` on the resampled images' detections and ground truth (repeats included).
+
+    Args:
+        detections, gt_boxes: as ``evaluate_detections``.
+        per_image: the counts ``evaluate_detections(..., per_image=...)`` filled.
+        map_iou_threshold: IoU of average precision.
+        n_boot, seed: as ``common.stats.bootstrap``.
+
+    Returns:
+        ``{f"{m}_ci_low", f"{m}_ci_high"}`` for ``m`` in ``RATE_KEYS`` and ``map50`` (None where undefined).
+
+    Reference: Table 1; Efron & Tibshirani 1993, Ch. 13.
+    """
+    from microrepro.common.metrics import average_precision
+
+    boxes = [np.asarray(d[0], np.float32).reshape(-1, 4) for d in detections]
+    scores = [np.asarray(d[1], np.float32).reshape(-1) for d in detections]
+    truth = [np.asarray(g, np.float32).reshape(-1, 4) for g in gt_boxes]
+
+    def statistic(subset) -> dict[str, float]:
+        idx = subset["image"]
+        ap = average_precision([boxes[i] for i in idx], [scores[i] for i in idx], [truth[i] for i in idx],
+                               iou_threshold=map_iou_threshold)
+        return rates_statistic(subset) | {"map50": float(ap)}
+
+    data = {"image": np.arange(len(detections))} | dict(per_image)
+    intervals = stats.bootstrap(data, statistic, n_boot=n_boot, seed=seed)
+    return stats.interval_keys({k: intervals[k] for k in (*RATE_KEYS, "map50")})
 
 
 def anchor_max_iou(box_size: float, anchor_sizes, ratios=(1.0,)) -> float:

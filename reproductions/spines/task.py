@@ -36,6 +36,7 @@ class SpinesTask(Task):
     title = "Deep Learning for Dendritic Spines Detection (Faster R-CNN, tiny-YOLOv2, SP-CNN)"
     dataset = "spines"
     config_cls = SpinesConfig
+    folder = Path(__file__).parent
     models = MODELS
     default_model = "yolov2"
 
@@ -64,6 +65,7 @@ class SpinesTask(Task):
               f"({splits['kind']})")
         prepared: dict = {}
         curves: dict[str, dict] = {}
+        per_image: dict[str, dict] = {}
         for spec in SPECS.values():
             if not spec.enabled(cfg):
                 continue
@@ -82,6 +84,7 @@ class SpinesTask(Task):
                                   f"{spec.name}: training loss")
             threshold = evaluation.operating_threshold(run.run_dir, spec, model, cfg, splits["train"])
             out = evaluation.evaluate_model(run, spec, model, cfg, held_out, split, info, threshold)
+            per_image[spec.name] = out["per_image"]
             print(f"[spines] {spec.name} on {split}: "
                   + ", ".join(f"{k}={out['metrics'][k]:.3f}" for k in ("precision", "recall", "f1", "map50",
                                                                        "ms_per_image")))
@@ -89,6 +92,7 @@ class SpinesTask(Task):
                                                     cfg.matching)
             if threshold.curve:
                 curves[f"{spec.name} (train)"] = threshold.curve
+        evaluation.record_paired(run, split, info, per_image)
         if curves:
             evaluation.threshold_figure(run, curves, split)
             held_out_curves = {k: {m: np.asarray(v).tolist() for m, v in c.items()} for k, c in curves.items()
@@ -99,6 +103,7 @@ class SpinesTask(Task):
         """Re-evaluate the trained models of ``run`` (thresholds chosen on training images are kept)."""
         cfg: SpinesConfig = run.config
         splits, split, info = self._splits(run, data)
+        per_image: dict[str, dict] = {}
         for spec in SPECS.values():
             if not spec.enabled(cfg):
                 continue
@@ -109,7 +114,9 @@ class SpinesTask(Task):
             held_out = data_lib.prepare(splits["eval"], size, cfg.data.max_boxes, keep)
             model = spec.load_trained(cfg, run.run_dir)
             threshold = evaluation.operating_threshold(run.run_dir, spec, model, cfg, splits["train"], reuse=True)
-            evaluation.evaluate_model(run, spec, model, cfg, held_out, split, info, threshold)
+            out = evaluation.evaluate_model(run, spec, model, cfg, held_out, split, info, threshold)
+            per_image[spec.name] = out["per_image"]
+        evaluation.record_paired(run, split, info, per_image)
 
     def load_predictor(self, run_dir: Path, model: str) -> Predictor:
         """``model`` of the run ``run_dir`` with its stored threshold, for ``common.predict``.

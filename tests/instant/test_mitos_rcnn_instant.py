@@ -34,6 +34,10 @@ def test_reproduce_smoke_schedule_on_synthetic_fields(tmp_path):
     row = metrics["mitos_rcnn"]["synthetic_test"]
     assert {"precision", "recall", "f1", "threshold", "f1_oracle", "tp", "fp", "fn"} <= set(row)
     assert 0.0 <= row["f1"] <= 1.0 and row["threshold"] in cfg.eval.thresholds
+    # 95 % bootstrap intervals over the test fields (common.stats); none for the test-chosen f1_oracle
+    assert {f"{m}_ci_{b}" for m in ("precision", "recall", "f1", "recall_small", "recall_medium", "recall_large")
+            for b in ("low", "high")} <= set(row)
+    assert "f1_oracle_ci_low" not in row
     assert metrics["mitos_rcnn"]["timing"]["s_per_hpf"] > 0
 
     prov = json.loads((tmp_path / "run" / "provenance.json").read_text())
@@ -130,7 +134,8 @@ def test_real_fields_are_split_by_slide_and_boxed(shared_data, tmp_path):
     run = Run.create("mitos_rcnn", cfg, "paper", "smoke", 0, out=tmp_path / "run")
     from microrepro.reproductions.mitos_rcnn import baselines
 
-    chosen = baselines.evaluate_baselines(run, cfg, fields.baseline_sets)
+    per_field: dict = {}
+    chosen = baselines.evaluate_baselines(run, cfg, fields.baseline_sets, per_field)
     assert chosen["real_mosaic"]["position"] == "grid_128px"  # the old fields: a figure at every tile centre
     assert run.metrics["baseline_position"]["real_mosaic"]["f1"] > 0.9
     assert run.metrics["baseline_position"]["real_bench"]["f1"] < 0.5
@@ -139,3 +144,17 @@ def test_real_fields_are_split_by_slide_and_boxed(shared_data, tmp_path):
         assert set(run.metrics[baseline]) == {"real_bench", "real_mosaic"}
         assert {"precision", "recall", "f1", "tp", "fp", "fn", "train_f1"} <= set(run.metrics[baseline]["real_bench"])
     assert run.splits["real_mosaic"]["n_images"] == 2
+    # per-field counts of the baselines, for the paired comparisons on the same fields
+    from microrepro.reproductions.mitos_rcnn import evaluation
+
+    bench = per_field["real_bench"]
+    assert set(bench) == {"baseline_position", "baseline_log_blobs"}
+    assert int(bench["baseline_log_blobs"]["tp"].sum()) == run.metrics["baseline_log_blobs"]["real_bench"]["tp"]
+    assert len(bench["baseline_position"]["fn"]) == len(test_fields)
+    as_model = dict(bench, mitos_rcnn=bench["baseline_log_blobs"])  # a stand-in model with the blobs' detections
+    paired = evaluation.record_paired(run, "real_bench", info, as_model, ["mitos_rcnn"])
+    assert paired["f1_diff__mitos_rcnn__vs__baseline_log_blobs"] == 0.0
+    key = "f1_diff__mitos_rcnn__vs__baseline_position"
+    assert paired[key] == pytest.approx(run.metrics["baseline_log_blobs"]["real_bench"]["f1"]
+                                        - run.metrics["baseline_position"]["real_bench"]["f1"])
+    assert {f"{key}_ci_low", f"{key}_ci_high"} <= set(run.metrics["paired"]["real_bench"])

@@ -115,6 +115,56 @@ def test_size_tercile_recall():
     assert evaluation.size_tercile_recall([det], [no_sizes], 0.5) == {}
 
 
+def test_bootstrap_intervals_over_fields_and_paired_f1_differences():
+    from microrepro.common import matching, stats
+
+    rng = np.random.default_rng(0)
+    fields, detections, others = [], [], []
+    for i in range(5):
+        points = rng.uniform(20, 200, (4, 2)).astype(np.float32)
+        sides = rng.uniform(16, 40, 4).astype(np.float32)
+        boxes = np.concatenate([points - sides[:, None] / 2, points + sides[:, None] / 2], axis=1)
+        fields.append(Sample(id=f"f{i}", image_array=np.zeros((10, 10, 3), np.uint8), points=points, boxes=boxes,
+                             pixel_size_um=0.25))
+        for out, keep in ((detections, points[: 1 + i % 4]), (others, points[:1])):
+            found = np.concatenate([keep, rng.uniform(20, 200, (1, 2)).astype(np.float32)])
+            out.append(FieldDetections(np.concatenate([found - 5, found + 5], axis=1),
+                                       np.full(len(found), 0.9, np.float32), np.zeros(len(found), np.int32)))
+    results = [evaluation.match_field(d, f, 0.5) for d, f in zip(detections, fields, strict=True)]
+    total = evaluation.aggregate_matches(detections, fields, 0.5)
+    assert matching.aggregate(results).to_dict() == total.to_dict()
+    sizes, hits = evaluation._field_sizes_hits(detections, fields, 0.5, 8.0, results)
+    terciles = evaluation.size_tercile_recall(detections, fields, 0.5)
+    assert evaluation._tercile_recall(sizes, hits) == terciles
+    ci = evaluation.field_intervals(results, sizes, hits)
+    assert set(ci) == {f"{k}{s}" for k in (*evaluation.DETECTION_KEYS, *evaluation.TERCILE_KEYS)
+                       for s in stats.CI_SUFFIXES}
+    point = {"precision": total.precision, "recall": total.recall, "f1": total.f1, **terciles}
+    for key in (*evaluation.DETECTION_KEYS, *evaluation.TERCILE_KEYS):
+        assert ci[f"{key}_ci_low"] <= point[key] + 1e-9 and point[key] - 1e-9 <= ci[f"{key}_ci_high"], key
+    assert set(evaluation.field_intervals(results)) == {f"{k}{s}" for k in evaluation.DETECTION_KEYS
+                                                         for s in stats.CI_SUFFIXES}
+
+    class FakeRun:
+        def __init__(self):
+            self.metrics, self.extra = {}, {}
+
+        def add_metrics(self, model, split, values, info=None):
+            self.metrics.setdefault(model, {}).setdefault(split, {}).update(values)
+
+    run = FakeRun()
+    per_field = {"mitos_rcnn": evaluation.per_field_counts(results),
+                 "baseline_log_blobs": evaluation.per_field_counts(
+                     [evaluation.match_field(d, f, 0.5) for d, f in zip(others, fields, strict=True)])}
+    paired = evaluation.record_paired(run, "synthetic_test", None, per_field, ["mitos_rcnn"])
+    key = "f1_diff__mitos_rcnn__vs__baseline_log_blobs"
+    assert set(paired) == {key, f"{key}_ci_low", f"{key}_ci_high"}  # pairs with a missing model are skipped
+    other = evaluation.aggregate_matches(others, fields, 0.5)
+    assert paired[key] == pytest.approx(total.f1 - other.f1)
+    assert run.metrics["paired"]["synthetic_test"] == paired and run.extra["bootstrap"] == stats.settings()
+    assert evaluation.record_paired(FakeRun(), "s", None, {"mitos_rcnn": per_field["mitos_rcnn"]}, ["mitos_rcnn"]) == {}
+
+
 @pytest.mark.parametrize(
     "image",
     [

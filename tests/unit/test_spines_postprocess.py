@@ -46,6 +46,35 @@ def test_evaluate_detections_paper_rule_released_rule_and_map():
     assert m["map50"] == pytest.approx(precision.mean(), abs=1e-9)
 
 
+def test_per_image_counts_and_bootstrap_intervals_leave_the_point_estimates_unchanged():
+    from microrepro.common import stats
+
+    rng = np.random.default_rng(0)
+    gt, detections = [], []
+    for _ in range(6):
+        centres = rng.uniform(20, 100, (int(rng.integers(1, 5)), 2))
+        gt.append(np.concatenate([centres - 7, centres + 7], 1).astype(np.float32))
+        found = centres[: max(1, len(centres) - 1)] + rng.normal(0, 1, (max(1, len(centres) - 1), 2))
+        found = np.concatenate([found, rng.uniform(20, 100, (2, 2))])
+        detections.append((np.concatenate([found - 7, found + 7], 1).astype(np.float32),
+                           rng.uniform(0, 1, len(found)).astype(np.float32)))
+    plain = postprocess.evaluate_detections(detections, gt, score_threshold=0.4)
+    per_image: dict = {}
+    m = postprocess.evaluate_detections(detections, gt, score_threshold=0.4, per_image=per_image)
+    assert m == plain  # the out-parameter changes no value
+    assert set(per_image) == {"tp", "fp", "fn", "tp_released", "fp_released", "fn_released"}
+    assert all(len(v) == 6 for v in per_image.values()) and per_image["tp"].sum() == m["tp"]
+    # the statistic on all images is the point estimate, for both rules
+    rates = postprocess.rates_statistic(per_image)
+    for key in postprocess.RATE_KEYS:
+        assert rates[key] == m[key], key
+    ci = postprocess.table1_intervals(detections, gt, per_image, n_boot=50)
+    assert set(ci) == {f"{k}{s}" for k in (*postprocess.RATE_KEYS, "map50") for s in stats.CI_SUFFIXES}
+    for key in ("f1", "precision", "recall", "map50"):
+        assert ci[f"{key}_ci_low"] <= m[key] + 1e-9 and m[key] - 1e-9 <= ci[f"{key}_ci_high"], key
+    assert ci == postprocess.table1_intervals(detections, gt, per_image, n_boot=50)  # seeded
+
+
 def test_f1_sweep_counts_per_threshold():
     gt = [np.array([[0, 0, 15, 15]], np.float32)]
     dets = [(np.array([[0, 0, 15, 15], [50, 50, 65, 65]], np.float32), np.array([0.9, 0.4]))]
