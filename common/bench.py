@@ -1,6 +1,7 @@
 """Benchmarks: speed and memory of every paper's pipeline, beside the papers' own timings.
 
-Each paper may define ``reproductions/<paper>/bench.py`` with ``benchmarks(config) -> list[BenchCase]``. Every case runs in its own
+Each paper may define ``reproductions/<paper>/bench.py`` with ``benchmarks(config) -> list[BenchCase]``.
+Every case runs in its own
 subprocess (so peak memory is that case's alone) and measures, with warm-up and repeats (median and
 min–max spread):
 
@@ -30,9 +31,10 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from microrepro.common.runs import device_name, git_commit, results_root
 
@@ -124,7 +126,8 @@ def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
 
     if case.pipeline is not None and importlib.util.find_spec("tensorflow") is None:
         # The lent GPU machine runs Keras on JAX without TensorFlow: no tf.data there.
-        out["note"] = (out["note"] + "; " if out["note"] else "") + "pipeline not measured (no TensorFlow for tf.data here)"
+        missing = "pipeline not measured (no TensorFlow for tf.data here)"
+        out["note"] = (out["note"] + "; " if out["note"] else "") + missing
     elif case.pipeline is not None:
         from microrepro.common.pipeline import pipeline_throughput
 
@@ -179,7 +182,6 @@ def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None 
 
     from microrepro.common.errors import UserError
     from microrepro.common.registry import PAPERS
-
     from microrepro.common.runs import check_writable
 
     if precision not in PRECISIONS:
@@ -254,7 +256,8 @@ def merge_rows(old: list[dict], new: list[dict], papers_run: list[str]) -> list[
     for row in old:
         if _row_key(row) in new_keys:
             continue
-        if row["paper"] in papers_run and ("error" in row or (row["paper"], row.get("device"), row.get("backend")) in machines):
+        measured_here = (row["paper"], row.get("device"), row.get("backend")) in machines
+        if row["paper"] in papers_run and ("error" in row or measured_here):
             continue
         kept.append(row)
     order = {paper: i for i, paper in enumerate(PAPERS)}
@@ -290,12 +293,14 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
             f"| {row['paper']} | {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['input']} × {row['batch']} | "
             f"{row['backend']} / {row['precision']} | {row['device']} | {_m(row['train_images_per_s'])} | "
             f"{_m(row['train_ms_per_step'])} | {_m(row.get('pipeline_images_per_s'))}{ratio} | "
-            f"{_m(row['infer_ms_per_image'])} | {field} | {row['peak_rss_mb']:.0f} | {row.get('commit', meta['commit'])} |"
+            f"{_m(row['infer_ms_per_image'])} | {field} | {row['peak_rss_mb']:.0f} | "
+            f"{row.get('commit', meta['commit'])} |"
         )
         for pub in row.get("published", []):
             ours = row.get("s_per_field") if pub["metric"].startswith("s_per") else row.get("infer_ms_per_image")
             published.append(
-                f"| {row['paper']} | {row['model']} | {pub['metric']} | {pub['value']} ({pub['hardware']}, {pub['source']}) | "
+                f"| {row['paper']} | {row['model']} | {pub['metric']} | "
+                f"{pub['value']} ({pub['hardware']}, {pub['source']}) | "
                 f"{_m(ours, '{:.2f}')} ({row['device']}, {row['backend']}) |"
             )
     if published:

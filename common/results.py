@@ -216,7 +216,7 @@ def render(paper: str, root: Path | None = None) -> Path:
         seeds = [r["provenance"].get("seed") for r in group]
         for model, splits in sorted(run["metrics"].items()):
             for split, values in sorted(splits.items()):
-                for metric, value in sorted(values.items()):
+                for metric in sorted(values):
                     if _is_interval_key(metric) or (model, metric) in covered:
                         continue
                     if model == PAIRED:  # one row per seed: each has its own paired interval
@@ -230,7 +230,8 @@ def render(paper: str, root: Path | None = None) -> Path:
                                           f"{run_label(each)} | {'yes' if supported else 'no'} |")
                         continue
                     text = seeds_text(group, model, split, metric) or value_text(values, metric)
-                    extra.append(f"| {model} | {metric} | {text} | {data_label(run, split)} | {run_label(run, seeds)} |")
+                    where = f"{data_label(run, split)} | {run_label(run, seeds)}"
+                    extra.append(f"| {model} | {metric} | {text} | {where} |")
     if any(any(_is_interval_key(m) for v in r["metrics"].values() for s in v.values() for m in s) for r in runs):
         lines += ["Intervals in brackets: 95 % bootstrap over images (1000 resamples of the evaluation images, "
                   "each metric recomputed as the paper computes it).", ""]

@@ -211,7 +211,7 @@ def _tile(chosen: list[Sample], rows: int, cols: int, sample_id: str) -> Sample:
         raise ValueError("all crops of a mosaic must have the same size")
     field = np.zeros((rows * height, cols * width, 3), images[0].dtype)
     points, labels, origins = [], [], []
-    for k, (sample, img) in enumerate(zip(chosen, images)):
+    for k, (sample, img) in enumerate(zip(chosen, images, strict=True)):
         y0, x0 = (k // cols) * height, (k % cols) * width
         field[y0 : y0 + height, x0 : x0 + width] = img
         points.append(sample.points + np.array([x0, y0], np.float32))

@@ -78,7 +78,7 @@ def stratified_split(
     keys = sorted(strata, key=repr)
     shares = _largest_remainder(np.array([len(strata[k]) for k in keys]), val_fraction, rng)
     val_ids = set()
-    for k, share in zip(keys, shares):
+    for k, share in zip(keys, shares, strict=True):
         members = strata[k]
         for i in rng.permutation(len(members))[:share]:
             val_ids.add(members[i].id)

@@ -169,7 +169,7 @@ class MacenkoNormalizer:
         self.max_conc = REFERENCE_MAX_CONC.copy()
         self.fitted = False
 
-    def fit(self, target_rgb_uint8: np.ndarray) -> "MacenkoNormalizer":
+    def fit(self, target_rgb_uint8: np.ndarray) -> MacenkoNormalizer:
         """Take the target's stain matrix and maximal concentrations."""
         self.stain_matrix, self.max_conc = fit_target(target_rgb_uint8, self.Io, self.alpha, self.beta)
         self.fitted = True

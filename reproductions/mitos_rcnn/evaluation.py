@@ -88,7 +88,8 @@ def match_field(detections: FieldDetections, field, threshold: float, match_um: 
 def aggregate_matches(detections: list[FieldDetections], fields: list, threshold: float,
                       match_um: float = 8.0) -> matching.MatchResult:
     """Counts summed over fields (micro-average, as the challenges score) at one threshold."""
-    return matching.aggregate(match_field(d, f, threshold, match_um) for d, f in zip(detections, fields))
+    pairs = zip(detections, fields, strict=True)
+    return matching.aggregate(match_field(d, f, threshold, match_um) for d, f in pairs)
 
 
 def f1_sweep(detections: list[FieldDetections], fields: list, grid, match_um: float = 8.0) -> dict:

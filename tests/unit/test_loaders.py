@@ -347,7 +347,7 @@ def _rle(mask: np.ndarray) -> str:
     flat = np.concatenate([[0], mask.T.reshape(-1).astype(np.int8), [0]])
     changes = np.flatnonzero(np.diff(flat))
     starts, ends = changes[0::2], changes[1::2]
-    return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends))
+    return " ".join(f"{s + 1} {e - s}" for s, e in zip(starts, ends, strict=True))
 
 
 def _dsb_fixture(root: Path) -> Path:
@@ -469,7 +469,7 @@ def test_amibr_slide_split_and_mosaic(tmp_path):
     assert tiled.count == sum(s.count for s in samples) == 8
     by_id = {s.id: s for s in samples}
     offset = 0
-    for crop_id, (x0, y0) in zip(tiled.meta["tiles"], tiled.meta["origins"]):
+    for crop_id, (x0, y0) in zip(tiled.meta["tiles"], tiled.meta["origins"], strict=True):
         crop = by_id[crop_id]
         np.testing.assert_array_equal(tiled.image[y0 : y0 + 128, x0 : x0 + 128], crop.image)
         np.testing.assert_array_equal(tiled.points[offset : offset + crop.count], crop.points + [x0, y0])

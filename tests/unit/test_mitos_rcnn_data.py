@@ -56,7 +56,7 @@ def test_make_subsections_only_keeps_centroids_inside():
     subs = data_lib.make_subsections([field], input_size=100, scale=1.0, box_um=10.0, per_field=20, seed=1)
     counts = (subs.classes >= 0).sum(axis=1)
     assert counts.max() <= 1  # a 100 px window never holds both corners
-    for boxes, classes in zip(subs.boxes, subs.classes):
+    for boxes, classes in zip(subs.boxes, subs.classes, strict=True):
         for box in boxes[classes >= 0]:
             assert 0 <= box[0] < box[2] <= 100 and 0 <= box[1] < box[3] <= 100
 

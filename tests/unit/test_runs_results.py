@@ -173,7 +173,8 @@ def test_table_has_published_beside_reproduced_with_data_and_delta(tmp_path, mon
     smoke.add_metrics("net", "val", {"f1": 0.1})
     smoke.publish(out_root)  # smoke runs never reach the table
     text = results.render("toy", out_root).read_text()
-    assert "| net | f1 | 0.900 | 0.800 | -0.100 | synthetic_test — **synthetic**: toy generator, 20 img | paper/short (shortened schedule), seed 0 | Table 1 |" in text
+    assert ("| net | f1 | 0.900 | 0.800 | -0.100 | synthetic_test — **synthetic**: toy generator, 20 img | "
+            "paper/short (shortened schedule), seed 0 | Table 1 |") in text
     assert "| other | f1 | 0.500 | not run |" in text
     assert "29.000 (GTX 650)" in text or "29 (GTX 650)" in text
     assert "f1_released" in text.split("Further measurements")[1]
