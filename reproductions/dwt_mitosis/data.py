@@ -5,8 +5,11 @@ are not reachable here. Two stand-ins:
 
 * synthetic H&E fields (``datasets/synthetic/he_fields.py``) with exact masks and points, in five
   disjoint seeded sets (:func:`synthetic_sets`);
-* mosaics of real AMi-Br crops (``datasets/amibr.py``) split by slide, points only
-  (:func:`amibr_sets`).
+* fields of the AMi-Br detection benchmark (``datasets/amibr_benchmark.py``: windows of real
+  AMi-Br crops with and without a figure, at random offsets, in random strip layouts), the
+  crops split by slide, points only (:func:`amibr_sets`). The old mosaics of whole crops
+  (a figure at every 128 px tile centre, solvable by position) are built only for the
+  position baseline's contrast.
 
 Every image is RGB uint8 ``(H, W, 3)``; points are ``(N, 2)`` float32 ``[x, y]`` px; masks
 ``(H, W)`` int32 (0 = background).
@@ -136,7 +139,9 @@ def synthetic_sets(cfg: DwtMitosisConfig, names: tuple[str, ...] | None = None) 
 
 
 def _mosaic_set(name: str, samples, cfg: DwtMitosisConfig, limit: int | None, seed: int, dataset: str) -> ImageSet:
+    """Old ``amibr.mosaics`` of whole crops (tiles in ``meta["windows"]``): the position baseline's contrast only."""
     from microrepro.datasets import amibr
+    from microrepro.datasets.amibr_benchmark import mosaic_windows
 
     rows, cols = cfg.amibr.grid
     per = rows * cols
@@ -144,32 +149,83 @@ def _mosaic_set(name: str, samples, cfg: DwtMitosisConfig, limit: int | None, se
     if limit is not None:
         order = order[: int(limit) * per]
     chosen = [samples[i] for i in sorted(order)]
-    tiles = amibr.mosaics(chosen, (rows, cols), seed)
+    tiles = [mosaic_windows(m) for m in amibr.mosaics(chosen, (rows, cols), seed)]
     if not tiles:
         raise DataError(f"AMi-Br split '{name}' has {len(samples)} crops: too few for one {rows}x{cols} mosaic")
     by_id = {x.id: x for x in chosen}
     paths = [by_id[t].image_path for m in tiles for t in m.meta["tiles"]]
     info = DataInfo("real", dataset, len(tiles), checksum_files(paths),
-                    note=f"{rows}x{cols} mosaics of {len(paths)} AMi-Br crops, slide split")
+                    note=f"OLD {rows}x{cols} mosaics of {len(paths)} whole AMi-Br crops (a figure at every tile "
+                         "centre), slide split; position baseline only")
     return ImageSet(name, [to_rgb8(m.image) for m in tiles], [np.asarray(m.points, np.float32) for m in tiles],
                     [float(m.pixel_size_um or 0.25) for m in tiles], [m.id for m in tiles], info, None,
                     [m.meta for m in tiles])
 
 
-def amibr_sets(root: Path, cfg: DwtMitosisConfig, dataset: str) -> dict[str, ImageSet]:
-    """AMi-Br mosaics split by slide into ``det_train`` / ``det_val`` / ``test`` (``datasets/amibr.py``)."""
+def benchmark_config(cfg: DwtMitosisConfig):
+    """The ``amibr_benchmark.BenchmarkConfig`` of a run: fields of ``amibr.grid`` x 128 px (the old
+    mosaics' size: 256x256 for 2x2), else the benchmark's defaults; ``amibr.bench_*`` keys override
+    them when the config has them (``bench_field_size``, ``bench_figure_fraction``, ``bench_inset_um``,
+    ``bench_negative_margin_um``)."""
     from microrepro.datasets import amibr
+    from microrepro.datasets.amibr_benchmark import BenchmarkConfig
+
+    base, a = BenchmarkConfig(), cfg.amibr
+    size = getattr(a, "bench_field_size", None) or (a.grid[0] * amibr.CROP, a.grid[1] * amibr.CROP)
+    return BenchmarkConfig(
+        field_size=tuple(int(v) for v in size),
+        figure_fraction=float(getattr(a, "bench_figure_fraction", base.figure_fraction)),
+        inset_um=float(getattr(a, "bench_inset_um", base.inset_um)),
+        negative_margin_um=float(getattr(a, "bench_negative_margin_um", base.negative_margin_um)),
+    )
+
+
+def _bench_set(name: str, crops, context: dict, bcfg, limit: int | None, seed: int, dataset: str) -> ImageSet:
+    """Benchmark fields (``amibr_benchmark.build_fields``) of one slide part, at most ``limit``."""
+    from microrepro.datasets import amibr_benchmark as bench
+
+    fields = bench.build_fields(crops, context, int(limit or 0), seed, bcfg, f"amibr_bench_{name}")
+    if not fields:
+        raise DataError(f"AMi-Br split '{name}' has {len(crops)} crops: too few for one benchmark field")
+    by_id = {c.id: c for c in crops}
+    paths = sorted({str(by_id[src[0]].image_path) for f in fields for src in f.meta["sources"]})
+    h, w = bcfg.field_size
+    info = DataInfo("real", dataset, len(fields), checksum_files([Path(p) for p in paths]),
+                    note=f"amibr_benchmark: {h}x{w} fields of {bcfg.short_side[0]}-{bcfg.long_side[1]} px windows "
+                         f"of {len(paths)} AMi-Br crops at random offsets, {bcfg.figure_fraction:g} of them with a "
+                         "figure, random strip layout; slide split")
+    return ImageSet(name, [to_rgb8(f.image) for f in fields], [np.asarray(f.points, np.float32) for f in fields],
+                    [float(f.pixel_size_um or 0.25) for f in fields], [f.id for f in fields], info, None,
+                    [f.meta for f in fields])
+
+
+def amibr_sets(root: Path, cfg: DwtMitosisConfig, dataset: str) -> dict[str, ImageSet]:
+    """AMi-Br benchmark fields split by slide into ``det_train`` / ``det_val`` / ``test`` (named
+    ``bench_test``), and the old mosaics ``mosaic_train`` / ``mosaic_test`` of the same crops.
+
+    The crops are split by slide (``amibr.slide_split``): ``test_fraction`` of the slides are held
+    out, ``val_fraction`` of the rest give the threshold fields; each part is built into fields of
+    ``datasets/amibr_benchmark`` (:func:`benchmark_config`; seeds ``amibr.seed`` + 0 / 1 / 2) capped
+    by ``max_train_mosaics`` / ``max_val_mosaics`` / ``max_test_mosaics``. The mosaics (same caps)
+    serve only the position baseline's contrast (``baselines.evaluate_baselines``).
+    """
+    from microrepro.datasets import amibr
+    from microrepro.datasets import amibr_benchmark as bench
 
     a = cfg.amibr
     samples = amibr.load(root)
+    context = bench.figure_context(samples, amibr.read_table(root))
     trainval, test = amibr.slide_split(samples, a.test_fraction, a.seed)
     train, val = amibr.slide_split(trainval, a.val_fraction, a.seed + 1)
+    bcfg = benchmark_config(cfg)
     print(f"[dwt_mitosis] AMi-Br at {root}: {len(samples)} crops -> {len(train)} train / {len(val)} val / "
-          f"{len(test)} test crops (split by slide)")
+          f"{len(test)} test crops (split by slide) -> {bcfg.field_size[0]}x{bcfg.field_size[1]} benchmark fields")
     return {
-        "det_train": _mosaic_set("det_train", train, cfg, a.max_train_mosaics, a.seed, dataset),
-        "det_val": _mosaic_set("det_val", val, cfg, a.max_val_mosaics, a.seed + 1, dataset),
-        "test": _mosaic_set("test", test, cfg, a.max_test_mosaics, a.seed + 2, dataset),
+        "det_train": _bench_set("det_train", train, context, bcfg, a.max_train_mosaics, a.seed, dataset),
+        "det_val": _bench_set("det_val", val, context, bcfg, a.max_val_mosaics, a.seed + 1, dataset),
+        "test": _bench_set("bench_test", test, context, bcfg, a.max_test_mosaics, a.seed + 2, dataset),
+        "mosaic_train": _mosaic_set("mosaic_train", train, cfg, a.max_train_mosaics, a.seed, dataset),
+        "mosaic_test": _mosaic_set("mosaic_test", test, cfg, a.max_test_mosaics, a.seed + 2, dataset),
     }
 
 

@@ -12,7 +12,8 @@
 Every rate above carries a 95 % bootstrap interval over images (``common.stats``:
 ``<metric>_ci_low`` / ``<metric>_ci_high``; raw totals such as tp / fp / fn and box counts do not).
 Table 2's orderings (DWT-net vs U-Net labels, each vs manual labels) are paired bootstrap
-differences of F1 on the same test images, stored under model ``paired`` (``record_paired``).
+differences of F1 on the same test images, stored under model ``paired`` (``record_paired``); on
+AMi-Br so is every detector against the two baselines (``BASELINE_COMPARED``, ``baselines.py``).
 
 Images are RGB uint8 ``(H, W, 3)``; boxes ``[x1, y1, x2, y2]`` px ``(N, 4)``; points ``[x, y]`` px.
 
@@ -41,6 +42,10 @@ QUALITY_KEYS = ("box_iou_mean", "box_iou_median", "frac_iou_ge_0.5", "boxes_per_
 COMPARED = (("rcnn_dwt_labels", "rcnn_unet_labels"), ("rcnn_dwt_labels", "rcnn_manual_labels"),
             ("rcnn_unet_labels", "rcnn_manual_labels"))
 COMPARED_METRICS = ("f1",)
+# each phase-2 detector against each baseline (``baselines``), recorded where the baselines were run (AMi-Br)
+BASELINE_COMPARED = tuple((m, b) for m in ("rcnn_dwt_labels", "rcnn_unet_labels", "rcnn_square_labels",
+                                           "faster_rcnn_phase2")
+                          for b in ("baseline_log_blobs", "baseline_position"))
 
 
 def match_detections(boxes_per_image, scores_per_image, image_set: ImageSet, threshold: float, match_um: float):
@@ -123,8 +128,8 @@ def evaluate_seg(run: Run, cfg: DwtMitosisConfig, seg_models: dict, test: ImageS
         metrics = pixel_metrics(masks, truth)
         intervals = stats.bootstrap(pixel_counts(masks, truth), stats.pixel_statistic)
         values = {k: metrics[k] for k in PIXEL_KEYS} | stats.interval_keys({k: intervals[k] for k in PIXEL_KEYS})
-        run.add_metrics(SEG_MODELS[kind], "synthetic_test", values, test.info)
-        print(f"[dwt_mitosis] {SEG_MODELS[kind]} on synthetic_test: pixel F1 {metrics['f1']:.3f}, "
+        run.add_metrics(SEG_MODELS[kind], split, values, test.info)
+        print(f"[dwt_mitosis] {SEG_MODELS[kind]} on {split}: pixel F1 {metrics['f1']:.3f}, "
               f"IoU {metrics['iou']:.3f}")
 
 
@@ -230,7 +235,7 @@ def evaluate_faster(run: Run, cfg: DwtMitosisConfig, model, domain: str, test: I
     total, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
     one = np.stack(test.images[:1]).astype(np.float32) / 255.0
     ms = 1000.0 * median_seconds(lambda: model.predict_detections(one), cfg.eval.timing_repeats)
-    counts = _record(run, FASTER, f"{domain}_test", test, total, per_image, threshold, ms)
+    counts = _record(run, FASTER, f"{domain}_{test.name}", test, total, per_image, threshold, ms)
     detections_figure(run, f"detections_{FASTER}_{domain}", test, boxes, scores, threshold, cfg)
     return counts
 
@@ -251,13 +256,15 @@ def _record(run: Run, model: str, split: str, test: ImageSet, total, per_image: 
     return counts
 
 
-def record_paired(run: Run, split: str, info, per_image: dict[str, dict]) -> dict:
+def record_paired(run: Run, split: str, info, per_image: dict[str, dict], pairs=COMPARED) -> dict:
     """Paired bootstrap differences of Table 2's detectors on the same test images, under model ``paired``.
 
     Args:
-        split: the test split (``synthetic_test``, ``amibr_test``).
+        split: the test split (``synthetic_test``, ``amibr_bench_test``).
         info: its ``DataInfo``.
         per_image: ``{model: per-image tp/fp/fn}`` as returned by ``evaluate_rcnn``.
+        pairs: the ``(a, b)`` pairs compared (default Table 2's ``COMPARED``; ``BASELINE_COMPARED``
+            for the detectors against the baselines); a pair with a model missing is skipped.
 
     Returns:
         The recorded ``{f1_diff__<a>__vs__<b>: a − b, ..._ci_low, ..._ci_high}`` for each pair of
@@ -266,7 +273,7 @@ def record_paired(run: Run, split: str, info, per_image: dict[str, dict]) -> dic
     Reference: dwt_mitosis Table 2 (labels of the DWT net, a plain U-Net and manual boxes).
     """
     run.extra["bootstrap"] = stats.settings()
-    paired = stats.compare(per_image, COMPARED, COMPARED_METRICS, stats.detection_statistic)
+    paired = stats.compare(per_image, pairs, COMPARED_METRICS, stats.detection_statistic)
     if paired:
         run.add_metrics(stats.PAIRED, split, paired, info)
     return paired

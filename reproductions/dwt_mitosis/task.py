@@ -19,10 +19,17 @@ Data (MITOS 2012 masks and the TUPAC16 / AMIDA13 / ICPR14 fields are not reachab
   trains on one set of fields; phase 2 gets other fields with their POINTS only, generates boxes
   with each phase-1 net, and is tested on held-out fields (split ``synthetic_test``). Exact masks
   also give the "Manual" boxes of Table 2.
-* ``amibr`` (when ``/work/shared/data/mitosis_amibr`` is found): mosaics of real AMi-Br crops
-  (``datasets/amibr.py``, split by slide) with points of every known figure. Phase 1 — trained on
-  SYNTHETIC masks — generates the boxes on these real images (sim-to-real), phase 2 trains and
-  is tested on real mosaics (split ``amibr_test``). No manual boxes exist there.
+* ``amibr`` (when ``/work/shared/data/mitosis_amibr`` is found): fields of the AMi-Br detection
+  benchmark (``datasets/amibr_benchmark.py``: windows of real crops with and without a figure, at
+  random offsets, in random strip layouts; ``data.amibr_sets``) with points of every known figure,
+  the crops split by slide into training, threshold (``det_val``, also training-side slides) and
+  held-out test slides. Phase 1 — trained on SYNTHETIC masks — generates the boxes on these real
+  images (sim-to-real), phase 2 trains on the training fields and is tested on the held-out
+  fields (split ``amibr_bench_test``). No manual boxes exist there (points only: the ``square``
+  source, boxes of ``square_size_um`` around the points, is the only point-derived one). The two
+  baselines (``baselines.py``: best position-only rule, LoG blobs) are fitted on the training
+  fields and recorded on the same test fields, the position one also on the OLD mosaics of whole
+  crops (split ``amibr_mosaic_test``, where position alone scores F1 ~0.99) for contrast.
 
 Models (metric keys ``recall``, ``precision``, ``f1``):
 
@@ -32,7 +39,10 @@ Models (metric keys ``recall``, ``precision``, ``f1``):
   (Tables 1 and 2);
 * ``faster_rcnn_phase2``: phase 2 with common/detection's Faster R-CNN on the DWT labels;
 * ``rcnn_square_labels`` (only when ``label_sources`` lists ``square``): fixed squares around the
-  points, the weak-label workaround of earlier work (Sec. 2).
+  points, the weak-label workaround of earlier work (Sec. 2);
+* ``baseline_position`` / ``baseline_log_blobs`` (AMi-Br only): the baselines above;
+* ``paired``: paired bootstrap F1 differences (Table 2's orderings; on AMi-Br also every detector
+  against each baseline).
 
 A run folder holds, besides the weights, ``thresholds.json`` (every detector's score threshold,
 ``common.thresholds``, keyed ``<model>_<domain>``) and ``dwt_mitosis_state.json`` (which phase-1
@@ -98,7 +108,8 @@ class DwtMitosisTask(Task):
         domains = {"synthetic": {k: synth.get(k) for k in ("det_train", "det_val", "test")}}
         if data.path is not None and cfg.amibr.enabled:
             domains["amibr"] = amibr_sets(data.path, cfg, data.dataset)
-            print("[dwt_mitosis] phase 1 (trained on synthetic masks) will label REAL AMi-Br mosaics: sim-to-real")
+            print("[dwt_mitosis] phase 1 (trained on synthetic masks) will label REAL AMi-Br benchmark fields: "
+                  "sim-to-real")
         elif data.path is None:
             print("[dwt_mitosis] no AMi-Br data found: synthetic evaluation only")
         return synth, domains
@@ -138,6 +149,12 @@ class DwtMitosisTask(Task):
             manual = [label_lib.manual_boxes(m, p) for m, p in zip(train.masks, train.points, strict=True)]
         ev.record_label_quality(run, domain, train, generated, manual)
         ev.labels_figure(run, f"generated_boxes_{domain}", train, generated, manual, cfg.eval.figure_examples)
+        split = f"{domain}_{test.name}"
+        baseline_counts = {}
+        if "mosaic_test" in sets:  # AMi-Br benchmark fields: the baselines on the models' test fields
+            from microrepro.reproductions.dwt_mitosis.baselines import evaluate_baselines
+
+            baseline_counts = evaluate_baselines(run, cfg, domain, sets)
 
         sources = [s for s in cfg.label_sources
                    if s in generated or s == "square" or (s == "manual" and manual is not None)]
@@ -158,9 +175,13 @@ class DwtMitosisTask(Task):
             counts = self._rcnn(run, cfg, domain, source, gt, sets, regions)
             if counts is not None:
                 per_image[rcnn_model(source)] = counts
-        ev.record_paired(run, f"{domain}_test", test.info, per_image)  # Table 2's orderings, paired
+        ev.record_paired(run, split, test.info, per_image)  # Table 2's orderings, paired
         if cfg.faster.enabled and "dwt" in generated:
-            self._faster(run, cfg, domain, sets, [g.boxes for g in generated["dwt"]])
+            counts = self._faster(run, cfg, domain, sets, [g.boxes for g in generated["dwt"]])
+            if counts is not None:
+                per_image[FASTER] = counts
+        if baseline_counts:  # every detector against each baseline, on the same test fields
+            ev.record_paired(run, split, test.info, per_image | baseline_counts, ev.BASELINE_COMPARED)
         return sources
 
     def _rcnn(self, run: Run, cfg: DwtMitosisConfig, domain: str, source: str, gt: list, sets: dict,
@@ -174,10 +195,11 @@ class DwtMitosisTask(Task):
         train, test = sets["det_train"], sets["test"]
         model = rcnn_model(source)
         name = f"{model}_{domain}"
+        split = f"{domain}_{test.name}"
         n_boxes = sum(len(b) for b in gt)
         if n_boxes == 0:
             print(f"[dwt_mitosis] {domain}: no {source} boxes were generated; {model} cannot be trained")
-            run.add_metrics(model, f"{domain}_test", {"recall": 0.0, "precision": 0.0, "f1": 0.0}, test.info)
+            run.add_metrics(model, split, {"recall": 0.0, "precision": 0.0, "f1": 0.0}, test.info)
             return None
         print(f"[dwt_mitosis] {domain}: phase 2 R-CNN on {source} labels ({n_boxes} boxes)")
         run.schedule_run[name] = rcnn.train_rcnn(regions["train"], gt, train.images, cfg.rcnn, run_dir=run.run_dir,
@@ -185,20 +207,24 @@ class DwtMitosisTask(Task):
         run.save()
         detector = rcnn.load_rcnn(run.run_dir, name, cfg.rcnn)
         threshold = ev.rcnn_threshold(run, cfg, detector, name, domain, sets["det_val"], regions["val"])
-        return ev.evaluate_rcnn(run, cfg, detector, name, model, f"{domain}_test", test, regions["test"], threshold)
+        return ev.evaluate_rcnn(run, cfg, detector, name, model, split, test, regions["test"], threshold)
 
-    def _faster(self, run: Run, cfg: DwtMitosisConfig, domain: str, sets: dict, boxes: list) -> None:
-        """Phase 2 with common/detection's Faster R-CNN on the DWT-net labels (Sec. 3.2, "any detector")."""
+    def _faster(self, run: Run, cfg: DwtMitosisConfig, domain: str, sets: dict, boxes: list) -> dict | None:
+        """Phase 2 with common/detection's Faster R-CNN on the DWT-net labels (Sec. 3.2, "any detector").
+
+        Returns:
+            The per-image tp / fp / fn on the test images; None when skipped (images not one square size).
+        """
         train, val, test = sets["det_train"], sets["det_val"], sets["test"]
         size = square_size(train, val, test)
         if size is None:
             print(f"[dwt_mitosis] {domain}: Faster R-CNN needs square images of one size; skipped")
-            return
+            return None
         name = f"{FASTER}_{domain}"
         print(f"[dwt_mitosis] {domain}: phase 2 Faster R-CNN on dwt labels")
         model, run.schedule_run[name] = train_faster(run, cfg, name, train, boxes, size)
         threshold = ev.faster_threshold(run, cfg, model, name, domain, val)
-        ev.evaluate_faster(run, cfg, model, domain, test, threshold)
+        return ev.evaluate_faster(run, cfg, model, domain, test, threshold)
 
     # ------------------------------------------------------------------------------------------
     def evaluate(self, run: Run, data: DataSource) -> None:
@@ -214,20 +240,27 @@ class DwtMitosisTask(Task):
                 print(f"[dwt_mitosis] {domain} data not found now: its rows are not re-evaluated")
                 continue
             test = domains[domain]["test"]
+            split = f"{domain}_{test.name}"
             regions = build_regions(test.images, test.pixel_sizes, cfg.rcnn)
-            per_image = {}
+            per_image, baseline_counts = {}, {}
+            if "mosaic_test" in domains[domain]:
+                from microrepro.reproductions.dwt_mitosis.baselines import evaluate_baselines
+
+                baseline_counts = evaluate_baselines(run, cfg, domain, domains[domain])
             for source in state["sources"].get(domain, []):
                 model = rcnn_model(source)
                 name = f"{model}_{domain}"
                 if name in stored:
                     detector = rcnn.load_rcnn(run.run_dir, name, cfg.rcnn)
-                    per_image[model] = ev.evaluate_rcnn(run, cfg, detector, name, model, f"{domain}_test", test,
+                    per_image[model] = ev.evaluate_rcnn(run, cfg, detector, name, model, split, test,
                                                         regions, stored[name].value)
-            ev.record_paired(run, f"{domain}_test", test.info, per_image)
+            ev.record_paired(run, split, test.info, per_image)
             name = f"{FASTER}_{domain}"
             if name in stored:
                 model = load_faster(run.run_dir, cfg, name, test.images[0].shape[0], run.seed)
-                ev.evaluate_faster(run, cfg, model, domain, test, stored[name].value)
+                per_image[FASTER] = ev.evaluate_faster(run, cfg, model, domain, test, stored[name].value)
+            if baseline_counts:
+                ev.record_paired(run, split, test.info, per_image | baseline_counts, ev.BASELINE_COMPARED)
         run.save()
 
     # ------------------------------------------------------------------------------------------
