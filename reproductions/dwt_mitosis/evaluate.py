@@ -122,6 +122,7 @@ def evaluate_seg(run: Run, cfg: DwtMitosisConfig, seg_models: dict, test: ImageS
     from microrepro.common.metrics import pixel_counts, pixel_metrics
 
     run.extra["bootstrap"] = stats.settings()
+    split = "synthetic_test" if test.info.kind == "synthetic" else "own_test"  # real masks: your own (own_data.py)
     for kind, model in seg_models.items():
         probs = predict_prob(model, test.images, cfg)
         masks, truth = [p >= cfg.seg.threshold for p in probs], [m > 0 for m in test.masks]
