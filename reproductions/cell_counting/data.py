@@ -8,7 +8,10 @@ One code path, the data chosen by what is found (:func:`load_data`):
 * otherwise (the default ``fnc_sample`` with two real fields, or no data at all): train on the
   synthetic fluorescent-neuron generator (``datasets/synthetic/neurons.py``) and evaluate on
   held-out synthetic fields -> split "synthetic_test", and, when the real sample is there, on
-  its real fields -> split "real_fields" (sim-to-real).
+  its real fields -> split "real_fields" (sim-to-real);
+* your own data (``--data-dir`` a generic folder, ``datasets/folder.py``; ``own_data.py``): train
+  on its masks, validate on ``val/`` (else the paper's 70/30 carve), evaluate -> split "test".
+  A ``--data-dir`` of neither layout is an error naming both, never a synthetic fallback.
 
 Reference: Sec. 4.1 (data, crops, augmentation, oversampling), Sec. 4.2 (weight maps).
 """
@@ -44,6 +47,7 @@ class FieldSet:
 
     fields: list[Field]
     info: DataInfo
+    val: list[Field] | None = None  # the validation fields of your own val/ folder (else carved from ``fields``)
 
 
 def rgb_uint8(image: np.ndarray) -> np.ndarray:
@@ -157,6 +161,10 @@ def load_data(data: DataSource, cfg: CellCountingConfig, seed: int) -> tuple[Fie
             layout = None
     if layout in ("v1", "v2"):
         return _fnc_sets(data, layout, seed)
+    if data.path is not None and layout is None:  # not an FNC layout: the generic one, or an error naming both
+        from microrepro.reproductions.cell_counting import own_data
+
+        return own_data.load_data(data.path, seed)
 
     n_train, n_test = cfg.data.synthetic_train_fields, cfg.data.synthetic_test_fields
     base = cfg.data.synthetic_seed
@@ -179,8 +187,6 @@ def load_data(data: DataSource, cfg: CellCountingConfig, seed: int) -> tuple[Fie
         splits["real_fields"] = FieldSet(
             fields_from_samples(samples), DataInfo("real", data.dataset, len(samples), checksum, note="sim-to-real")
         )
-    elif data.path is not None:
-        print(f"[data] {data.path} is not a Fluorescent Neuronal Cells layout: synthetic evaluation only")
     return train, splits
 
 

@@ -99,7 +99,8 @@ class CellCountingTask(Task):
         cfg: CellCountingConfig = run.config
         start = time.perf_counter()
         train_set, eval_sets = load_data(data, cfg, run.seed)
-        train_fields, val_fields = split_fields(train_set.fields, cfg.data.val_fraction, run.seed)
+        train_fields, val_fields = ((train_set.fields, train_set.val) if train_set.val  # your own val/ folder
+                                    else split_fields(train_set.fields, cfg.data.val_fraction, run.seed))
         print(f"[cell_counting] {len(train_fields)} training / {len(val_fields)} validation fields; cutting crops")
         train_crops = make_crops(train_fields, cfg)
         val_crops = make_crops(val_fields, cfg)
@@ -150,7 +151,8 @@ class CellCountingTask(Task):
         missing = [key for key in keys if key not in stored]
         if missing:
             print(f"[cell_counting] no stored threshold for {', '.join(missing)}: choosing it on the training fields")
-            train_fields, _ = split_fields(train_set.fields, cfg.data.val_fraction, run.seed)
+            train_fields = train_set.fields if train_set.val else split_fields(
+                train_set.fields, cfg.data.val_fraction, run.seed)[0]
             choose_thresholds(run, cfg, networks, train_fields, sizes, missing)
         cuts = {key: thresholds.load(run.run_dir, key).value for key in keys}
         evaluate_splits(run, cfg, networks, eval_sets, cuts, sizes)

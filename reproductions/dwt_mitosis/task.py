@@ -77,7 +77,7 @@ from microrepro.reproductions.dwt_mitosis.segmentation import SEG_MODELS, genera
 
 STATE_FILE = "dwt_mitosis_state.json"
 SOURCES = ("dwt", "unet", "manual", "square")
-DOMAINS = ("amibr", "synthetic")  # predict's default domain is the first one trained
+DOMAINS = ("own", "amibr", "synthetic")  # predict's default domain is the first one trained (own: own_data.py)
 DEFAULT_PIXEL_SIZE_UM = 0.25  # ×40 (AMi-Br, TUPAC16), for runs that stored none
 
 
@@ -100,7 +100,14 @@ class DwtMitosisTask(Task):
         """(synthetic sets incl. phase-1 training, {domain: {det_train, det_val, test}}).
 
         ``test_only``: only the synthetic test set (``evaluate``: thresholds come from the run).
+        Your own data (a generic ``--data-dir``, ``own_data.py``) replaces both: domain ``own``.
         """
+        if data.path is not None:  # the AMi-Br layout goes on below; anything else is own_data's
+            from microrepro.reproductions.dwt_mitosis import own_data
+
+            own = own_data.load_domains(data.path, cfg)
+            if own is not None:
+                return own
         s = cfg.synthetic
         print(f"[dwt_mitosis] SYNTHETIC H&E fields ({s.field_size} px, seed {s.seed}): phase 1 on "
               f"{s.seg_train_fields} fields with exact masks (MITOS 2012 masks are not reachable here)")

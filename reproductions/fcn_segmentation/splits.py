@@ -155,9 +155,15 @@ def synthetic_real_substitute(cfg: FcnSegmentationConfig, seed: int) -> fdata.Re
 
 
 def real_or_substitute(data_path: Path | None, cfg: FcnSegmentationConfig, seed: int) -> tuple:
-    """``(split, kind, eval split name)``: the real images, or the synthetic stand-in without data."""
-    if data_path is None:
+    """``(split, kind, eval split name)``: the real images, your own (generic folder, split "test"), or the
+    synthetic stand-in without data."""
+    from microrepro.reproductions.fcn_segmentation import own_data
+
+    kind = own_data.layout(data_path)  # a folder of neither layout: a DataError naming both
+    if kind is None:
         return synthetic_real_substitute(cfg, seed), "synthetic", "synthetic_eval"
+    if kind == "generic":  # your own images with masks: own_data.py
+        return own_data.load_real(Path(data_path), cfg), "real", "test"
     return load_real(Path(data_path), cfg), "real", "real_eval"
 
 
@@ -237,8 +243,10 @@ def vgg_split(cfg: FcnSegmentationConfig, root: Path) -> dict:
 
 
 def vgg_root(data_path: Path | None, cfg: FcnSegmentationConfig) -> Path | None:
-    """The VGG cells folder beside the real data, or None when it is not there."""
-    if data_path is None:
+    """The VGG cells folder beside the real data, or None when it is not there (or the data is your own)."""
+    from microrepro.datasets import folder
+
+    if data_path is None or folder.is_generic(data_path):
         return None
     root = Path(data_path).parent / cfg.vgg.dataset
     return root if root.is_dir() else None

@@ -66,7 +66,9 @@ class FcnSegmentationTask(Task):
 
     def reproduce(self, run: Run, data: DataSource) -> None:
         from microrepro.common.training import set_seed
+        from microrepro.reproductions.fcn_segmentation.own_data import layout
 
+        layout(data.path)  # a --data-dir of neither layout fails here, before pre-training writes anything
         cfg: FcnSegmentationConfig = run.config
         set_seed(run.seed)
         t0 = time.perf_counter()

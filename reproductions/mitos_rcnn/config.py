@@ -110,6 +110,7 @@ class DataConfig:
     train_on_synthetic_too: bool = False  # mix synthetic fields into the real training set
     tile_overlap_um: NonNegFloat = 12.0  # overlap of prediction tiles (> one mitosis)
 
+    pixel_size_um: PositiveFloat | None = None  # your own data (own_data.py): µm per px when it has no meta.yaml
 
 @dataclass
 class TrainConfig:

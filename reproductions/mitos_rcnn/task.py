@@ -43,7 +43,7 @@ from microrepro.common.runs import DataInfo, Run
 from microrepro.common.task import Task
 from microrepro.reproductions.mitos_rcnn import baselines as baselines_lib
 from microrepro.reproductions.mitos_rcnn import data as data_lib
-from microrepro.reproductions.mitos_rcnn import evaluation
+from microrepro.reproductions.mitos_rcnn import evaluation, own_data
 from microrepro.reproductions.mitos_rcnn.config import MitosRCNNConfig
 from microrepro.reproductions.mitos_rcnn.model import MODEL_KEYS
 
@@ -75,8 +75,8 @@ class MitosRCNNTask(Task):
         unknown = sorted(set(cfg.models) - set(MODEL_KEYS))
         if unknown:
             raise ConfigError(f"models: unknown {unknown}; choose from {', '.join(MODEL_KEYS)}")
+        fields = own_data.load_fields(cfg, data, run.seed)  # first: a --data-dir of neither layout writes nothing
         self.record_fig4(run)
-        fields = data_lib.load_fields(cfg, data, run.seed)
         per_field: dict = {}  # {split: {model: per-field tp/fp/fn}}, for the paired comparisons
         baselines_lib.evaluate_baselines(run, cfg, fields.baseline_sets, per_field)
         subs, sub_info = data_lib.training_subsections(cfg, fields.train, run.seed)
@@ -112,7 +112,7 @@ class MitosRCNNTask(Task):
 
         cfg: MitosRCNNConfig = run.config
         self.record_fig4(run)
-        fields = data_lib.load_fields(cfg, data, run.seed)
+        fields = own_data.load_fields(cfg, data, run.seed)
         per_field: dict = {}
         baselines_lib.evaluate_baselines(run, cfg, fields.baseline_sets, per_field)
         for key in cfg.models:

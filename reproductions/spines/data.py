@@ -175,6 +175,10 @@ def load_splits(data, cfg, seed: int) -> dict:
     from microrepro.datasets.splits import stratified_split
 
     root = Path(data.path)
+    if not spines_data.has_split(root, "train"):  # not the paper's layout: the generic one, or an error naming both
+        from microrepro.reproductions.spines import own_data
+
+        return own_data.load_splits(root, cfg, seed, _limit)
     train = spines_data.load(root, split="train")
     has_test = getattr(spines_data, "has_split", None)
     if has_test is not None and has_test(root, "test"):

@@ -44,7 +44,7 @@ class SpinesTask(Task):
         files = [s.image_path for s in samples if s.image_path is not None]
         return DataInfo(
             kind=splits["kind"],
-            dataset="spines" if splits["kind"] == "real" else "synthetic spines",
+            dataset=splits.get("dataset", "spines" if splits["kind"] == "real" else "synthetic spines"),
             n_images=len(samples),
             checksum=checksum_files(files) if files else "",
             note=splits["note"],
