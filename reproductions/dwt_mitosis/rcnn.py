@@ -27,6 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from microrepro.common.errors import DataError
 from microrepro.common.tiling import nms
 from microrepro.reproductions.dwt_mitosis.proposals import (
     RegionSet,
@@ -56,9 +57,10 @@ class RegionBatches(keras.utils.PyDataset):
                  steps: int = 100, seed: int = 0, augment: bool = True):
         super().__init__()
         if not len(positives) or not len(negatives):
-            raise ValueError(
+            raise DataError(
                 f"R-CNN fine-tuning needs positive and negative regions, got {len(positives)} positives "
-                f"and {len(negatives)} negatives (were any boxes generated in phase 1?)"
+                f"and {len(negatives)} negatives: were any boxes generated in phase 1, and do the training "
+                "images show unannotated tissue as well as the annotated objects?"
             )
         self.positives, self.negatives = positives, negatives
         self.n_pos, self.n_neg, self.steps, self.seed, self.augment = n_pos, n_neg, int(steps), seed, augment
