@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -266,15 +267,40 @@ def _parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def _without(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option VALUE`` / ``option=VALUE``."""
+    out, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == option:
+            skip = True
+        elif not item.startswith(option + "="):
+            out.append(item)
+    return out
+
+
 def cmd_reproduce(args) -> int:
+    """One run, or with ``--seeds`` one run per seed, each in a fresh process.
+
+    A fresh process per seed makes ``--seeds 0,1`` give exactly the runs ``--seed 0`` and
+    ``--seed 1`` give: nothing of one seed's run (TensorFlow state, caches) leaks into the next.
+    """
     if not args.seeds:
         return _reproduce_one(args, args.seed)
     seeds = _parse_seeds(args.seeds)
-    base_out = args.out
-    for seed in seeds:
-        print(f"[seeds] seed {seed} ({seeds.index(seed) + 1} of {len(seeds)})")
-        args.out = None if base_out is None else Path(base_out) / f"s{seed}"
-        _reproduce_one(args, seed)
+    if any(a == "--seed" or a.startswith("--seed=") for a in args.argv):
+        raise UserError("give either --seed or --seeds, not both")
+    base = _without(_without(args.argv, "--seeds"), "--out")
+    for i, seed in enumerate(seeds):
+        print(f"[seeds] seed {seed} ({i + 1} of {len(seeds)})", flush=True)
+        child = [*base, "--seed", str(seed)]
+        if args.out is not None:
+            child += ["--out", str(Path(args.out) / f"s{seed}")]
+        code = subprocess.run([sys.executable, "-m", "microrepro", *child]).returncode
+        if code != 0:
+            raise UserError(f"seed {seed} stopped (exit {code}); run the same command again to continue it "
+                            f"and the seeds after it")
     return 0
 
 
@@ -554,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not args.command:
         parser.print_help()
         return 2

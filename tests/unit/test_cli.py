@@ -1,5 +1,7 @@
 """The command line: help everywhere, one-line errors (no traceback), papers listed."""
 
+import json
+
 import pytest
 
 from microrepro.common import cli
@@ -173,3 +175,17 @@ def test_bad_seeds_are_one_line_errors(text, capsys):
 
 def test_seeds_parse_in_order():
     assert cli._parse_seeds("2, 0,1") == [2, 0, 1]
+
+
+def test_seeds_make_one_run_per_seed_each_in_a_fresh_process(tmp_path):
+    out = tmp_path / "runs"
+    assert cli.main(["reproduce", "fcn_segmentation", "--schedule", "smoke", "--synthetic", "--seeds", "0,1",
+                     "--out", str(out)]) == 0
+    for seed in (0, 1):
+        provenance = json.loads((out / f"s{seed}" / "provenance.json").read_text())
+        assert provenance["seed"] == seed and (out / f"s{seed}" / "metrics.json").is_file()
+
+
+def test_seed_and_seeds_together_are_refused(capsys):
+    assert cli.main(["reproduce", "fcn_segmentation", "--synthetic", "--seed", "1", "--seeds", "0,1"]) == 2
+    assert "either --seed or --seeds" in capsys.readouterr().err
