@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from microrepro.common.errors import DataError
 from microrepro.common.runs import DataInfo
 from microrepro.reproductions.dwt_mitosis import proposals as P
 from microrepro.reproductions.dwt_mitosis import rcnn
@@ -97,7 +98,7 @@ def test_region_batches_32_plus_96():
     np.testing.assert_array_equal(x[:, 0, 0, 0] == 1.0, y == 1)
     x2, _ = batches[0]
     np.testing.assert_array_equal(x, x2)  # seeded per (epoch, step)
-    with pytest.raises(ValueError, match="positive and negative"):
+    with pytest.raises(DataError, match="positive and negative"):
         rcnn.RegionBatches(pos, neg[:0])
 
 
