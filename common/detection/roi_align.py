@@ -146,6 +146,11 @@ def roi_pool(features, boxes, output_size: int = 7, spatial_scale: float = 1.0 /
     Follows the Caffe/torchvision ``roi_pool`` arithmetic: the box is rounded to feature cells
     ``[round(x1 s), round(x2 s)]`` (inclusive, at least one cell), split into P bins of
     ``floor(p w / P) .. ceil((p + 1) w / P)`` cells, each bin is max-pooled, empty bins give 0.
+    The bin edges are computed in integers, exactly: XLA (JAX, and TensorFlow with
+    ``jit_compile``) turns a division by a constant into a multiplication by its rounded
+    reciprocal, so in floats ``ceil(7 * (3 / 7))`` became 4 under JAX and 3 under TensorFlow.
+    (torchvision's float32 ``bin_size`` overshoots the same way in a few cases, e.g. P = 7 and a
+    31-cell ROI, where its last bin reaches one cell past the ROI; the exact edges do not.)
     To stay fixed-shape, each bin reads ``sampling_ratio`` evenly spread cells per side: the
     result is EXACT whenever ``sampling_ratio`` >= the largest bin extent in cells
     (``ceil(roi_cells / P) + 1``), else a sub-sampled max.
@@ -171,19 +176,17 @@ def roi_pool(features, boxes, output_size: int = 7, spatial_scale: float = 1.0 /
     def axis_terms(start, end, size):
         # C round() is half away from zero; floor(x + 0.5) matches it for x >= -0.5 (and ops.round
         # is half-to-even, which would not).
-        start = ops.floor(start + 0.5)
-        end = ops.floor(end + 0.5)
-        length = ops.maximum(end - start + 1.0, 1.0)
-        bins = ops.arange(p, dtype="float32")
-        bin_size = (length / p)[..., None]  # same operation order as torchvision / Caffe
-        lo = ops.floor(bins * bin_size) + start[..., None]  # (B, R, P)
-        hi = ops.ceil((bins + 1.0) * bin_size) + start[..., None]
-        size_f = ops.cast(size, "float32")
-        lo, hi = ops.clip(lo, 0.0, size_f), ops.clip(hi, 0.0, size_f)
+        start = ops.cast(ops.floor(start + 0.5), "int32")
+        end = ops.cast(ops.floor(end + 0.5), "int32")
+        length = ops.maximum(end - start + 1, 1)[..., None]  # (B, R, 1) cells
+        bins = ops.arange(p, dtype="int32")
+        lo = ops.floor_divide(bins * length, p) + start[..., None]  # floor(p_i w / P), (B, R, P)
+        hi = ops.floor_divide((bins + 1) * length + (p - 1), p) + start[..., None]  # ceil((p_i + 1) w / P)
+        lo, hi = ops.clip(lo, 0, size), ops.clip(hi, 0, size)
         extent = hi - lo
-        k = ops.arange(s, dtype="float32")
-        cells = lo[..., None] + ops.floor(k * ops.maximum(extent, 0.0)[..., None] / s)  # (B, R, P, S)
-        cells = ops.clip(cells, 0.0, size_f - 1.0)
+        k = ops.arange(s, dtype="int32")
+        cells = lo[..., None] + ops.floor_divide(k * ops.maximum(extent, 0)[..., None], s)  # (B, R, P, S)
+        cells = ops.clip(cells, 0, size - 1)
         return ops.cast(ops.reshape(cells, (-1, boxes.shape[1], p * s)), "int32"), extent > 0
 
     rows, rows_ok = axis_terms(boxes[..., 1], boxes[..., 3], height)

@@ -51,7 +51,10 @@ def _conv(x, filters: int, kernel: int, name: str, strides: int = 1):
 
 def _mixed(x, name: str, wm: float):
     b0, (b1a, b1b), (b2a, b2b), b3, pool = _MIXED[name]
-    d = lambda c: _depth(c, wm)
+
+    def d(c):
+        return _depth(c, wm)
+
     branch_0 = _conv(x, d(b0), 1, f"{name}_b0_1x1")
     branch_1 = _conv(_conv(x, d(b1a), 1, f"{name}_b1_1x1"), d(b1b), 3, f"{name}_b1_3x3")
     branch_2 = _conv(x, d(b2a), 1, f"{name}_b2_1x1")
@@ -65,7 +68,10 @@ def _mixed(x, name: str, wm: float):
 
 def _reduction(x, name: str, wm: float):
     (b0a, b0b), (b1a, b1b) = _REDUCTION[name]
-    d = lambda c: _depth(c, wm)
+
+    def d(c):
+        return _depth(c, wm)
+
     branch_0 = _conv(_conv(x, d(b0a), 1, f"{name}_b0_1x1"), d(b0b), 3, f"{name}_b0_3x3", strides=2)
     branch_1 = _conv(x, d(b1a), 1, f"{name}_b1_1x1")
     branch_1 = _conv(branch_1, d(b1b), 3, f"{name}_b1_3x3a")

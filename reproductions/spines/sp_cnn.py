@@ -88,7 +88,7 @@ def cut_patches(edges: list[np.ndarray], points: list[np.ndarray], size: int = 1
     """
     half = size // 2
     out = []
-    for edge, pts in zip(edges, points):
+    for edge, pts in zip(edges, points, strict=True):
         padded = np.pad(edge, half)
         for x, y in np.asarray(pts, np.float64).reshape(-1, 2):
             cx, cy = int(round(x)), int(round(y))

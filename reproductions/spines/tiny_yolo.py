@@ -81,10 +81,29 @@ def build_tiny_yolo(
     return keras.Model(inputs, outputs, name=name)
 
 
+def _grid_size(y_pred):
+    """``(S_h, S_w)`` of a ``(B, S_h, S_w, ...)`` output: Python ints where the shape is static.
+
+    Under JAX (jit) shapes are always static, so these are ints and every multi-scale input size
+    is its own trace; under TensorFlow a ``None`` side (multi-scale batches) is a scalar tensor.
+    """
+    static = tuple(y_pred.shape[1:3])
+    dynamic = ops.shape(y_pred)
+    return tuple(int(s) if s is not None else dynamic[1 + k] for k, s in enumerate(static))
+
+
+def _one_hot_last(indices, depth):
+    """``one_hot(indices, depth)`` as float32, by comparison with ``arange(depth)``.
+
+    ``depth`` is an int under JAX (``jax.nn.one_hot`` refuses a traced size) or a scalar tensor
+    under TensorFlow when the grid size is unknown in the graph.
+    """
+    return ops.cast(ops.equal(indices[..., None], ops.cast(ops.arange(depth), indices.dtype)), "float32")
+
+
 def _split_output(y_pred, num_anchors: int):
-    """(B, S_h, S_w, A*(5+C)) -> (B, S_h, S_w, A, 5+C) plus grid offsets and sizes."""
-    shape = ops.shape(y_pred)
-    grid_h, grid_w = shape[1], shape[2]
+    """(B, S_h, S_w, A*(5+C)) -> (B, S_h, S_w, A, 5+C) plus grid offsets and sizes (float)."""
+    grid_h, grid_w = _grid_size(y_pred)
     pred = ops.reshape(y_pred, (-1, grid_h, grid_w, num_anchors, y_pred.shape[-1] // num_anchors))
     cx = ops.reshape(ops.cast(ops.arange(grid_w), "float32"), (1, 1, -1, 1))
     cy = ops.reshape(ops.cast(ops.arange(grid_h), "float32"), (1, -1, 1, 1))
@@ -201,8 +220,7 @@ class YoloV2Loss(keras.losses.Loss):
         best_iou = ops.max(iou_all, axis=-1)
 
         # Responsible cell and anchor of each ground truth, as one-hot masks with G last.
-        n_h = ops.cast(grid_h, "int32")
-        n_w = ops.cast(grid_w, "int32")
+        n_h, n_w = _grid_size(y_pred)  # ints under JAX: a static one-hot depth
         gi = ops.clip(ops.cast(ops.floor(gx * grid_w), "int32"), 0, n_w - 1)
         gj = ops.clip(ops.cast(ops.floor(gy * grid_h), "int32"), 0, n_h - 1)
         gw_grid = (gw * grid_w)[..., None]  # (B, G, 1)
@@ -210,9 +228,10 @@ class YoloV2Loss(keras.losses.Loss):
         inter = ops.minimum(gw_grid, self.anchors[:, 0]) * ops.minimum(gh_grid, self.anchors[:, 1])
         union = gw_grid * gh_grid + self.anchors[:, 0] * self.anchors[:, 1] - inter
         best_anchor = ops.argmax(inter / union, axis=-1)  # (B, G)
-        one_j = ops.transpose(ops.one_hot(gj, n_h), (0, 2, 1))[:, :, None, None, :]  # (B,Sh,1,1,G)
-        one_i = ops.transpose(ops.one_hot(gi, n_w), (0, 2, 1))[:, None, :, None, :]  # (B,1,Sw,1,G)
-        one_a = ops.transpose(ops.one_hot(best_anchor, num_anchors), (0, 2, 1))[:, None, None, :, :]
+        one_j = ops.transpose(_one_hot_last(gj, n_h), (0, 2, 1))[:, :, None, None, :]  # (B,Sh,1,1,G)
+        one_i = ops.transpose(_one_hot_last(gi, n_w), (0, 2, 1))[:, None, :, None, :]  # (B,1,Sw,1,G)
+        one_a = ops.transpose(_one_hot_last(ops.cast(best_anchor, "int32"), num_anchors), (0, 2, 1))
+        one_a = one_a[:, None, None, :, :]  # (B,1,1,A,G)
         resp = one_j * one_i * one_a * valid[:, None, None, None, :]  # (B,Sh,Sw,A,G)
         resp = resp * ops.cast(ops.cumsum(resp, axis=-1) <= 1.0, "float32")  # first claim wins
         obj_mask = ops.sum(resp, axis=-1)  # (B,Sh,Sw,A) in {0, 1}
@@ -243,8 +262,9 @@ class YoloV2Loss(keras.losses.Loss):
         obj = self.object_scale * obj_mask * (obj_target - objectness) ** 2
         ignore = ops.cast(best_iou < self.ignore_thresh, "float32")
         noobj = self.noobject_scale * (1.0 - obj_mask) * ignore * objectness**2
-        per_image = lambda t: ops.sum(ops.reshape(t, (ops.shape(t)[0], -1)), axis=-1)
-        return {"coord": per_image(obj_mask * coord), "obj": per_image(obj), "noobj": per_image(noobj)}
+        axes = (1, 2, 3)  # (B, Sh, Sw, A) -> (B,)
+        return {"coord": ops.sum(obj_mask * coord, axis=axes), "obj": ops.sum(obj, axis=axes),
+                "noobj": ops.sum(noobj, axis=axes)}
 
     def call(self, y_true, y_pred):
         terms = self.terms(y_true, y_pred)

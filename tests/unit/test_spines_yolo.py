@@ -117,3 +117,60 @@ def test_pretrained_darknet_offline_is_a_clear_error(tmp_path):
     other = tiny_yolo.build_tiny_yolo(width_multiplier=0.25)
     assert str(path) in tiny_yolo.load_pretrained(other, str(path))
     np.testing.assert_array_equal(other.get_weights()[0], model.get_weights()[0])
+
+
+def _random_case(rng, grid_h, grid_w, batch=2):
+    y_pred = rng.normal(0.0, 1.0, (batch, grid_h, grid_w, 18)).astype(np.float32)
+    y_true = -np.ones((batch, 4, 4), np.float32)
+    for b in range(batch):
+        for g in range(3):
+            x, y = rng.uniform(0.05, 0.7, 2)
+            y_true[b, g] = [x, y, x + rng.uniform(0.05, 0.3), y + rng.uniform(0.05, 0.3)]
+    return y_true, y_pred
+
+
+def test_yolo_loss_with_unknown_grid_size_in_a_tf_graph_matches_eager(rng):
+    # Multi-scale batches reach the TensorFlow graph with a None grid size: the one-hot depth is
+    # then a tensor (under JAX it is always a Python int, see the next test).
+    import tensorflow as tf
+
+    loss = tiny_yolo.YoloV2Loss(ANCHORS)
+    spec = [tf.TensorSpec((None, None, 4)), tf.TensorSpec((None, None, None, 18))]
+    graph = tf.function(loss.call, input_signature=spec)
+    for grid_h, grid_w in ((2, 2), (3, 5)):
+        y_true, y_pred = _random_case(rng, grid_h, grid_w)
+        np.testing.assert_allclose(graph(y_true, y_pred).numpy(), np.asarray(loss.call(y_true, y_pred)), rtol=1e-6)
+
+
+JIT_SCRIPT = r"""
+import json, sys, numpy as np, jax, keras
+from microrepro.reproductions.spines import tiny_yolo
+anchors = np.array(json.loads(sys.argv[1]), np.float32)
+loss = tiny_yolo.YoloV2Loss(anchors)
+cases = json.loads(sys.stdin.read())
+jitted = jax.jit(loss.call)  # the grid size comes from a traced shape: must stay a Python int
+print(json.dumps([[np.asarray(jitted(np.float32(t), np.float32(p))).tolist(),
+                   np.asarray(loss.call(np.float32(t), np.float32(p))).tolist()] for t, p in cases]))
+"""
+
+
+def test_yolo_loss_traces_under_jax_jit_for_every_grid_size(rng):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    cases = [_random_case(rng, h, w) for h, w in ((2, 2), (3, 3), (4, 6))]
+    tf_values = [np.asarray(tiny_yolo.YoloV2Loss(ANCHORS)(t, p)) for t, p in cases]
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.run(
+        [sys.executable, "-c", JIT_SCRIPT, json.dumps(ANCHORS.tolist())], env=env, capture_output=True, text=True,
+        input=json.dumps([[t.tolist(), p.tolist()] for t, p in cases]), timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (jitted, eager), tf_value in zip(results, tf_values, strict=True):
+        np.testing.assert_allclose(jitted, eager, rtol=1e-5)
+        # ``call`` gives per-image losses; the Loss object (TF here) averages them over the batch
+        np.testing.assert_allclose(np.mean(jitted), tf_value, rtol=1e-5)
