@@ -309,6 +309,7 @@ def _reproduce_one(args, seed: int) -> int:
     from microrepro.common import data_sources, results, runs, training
     from microrepro.common.registry import get_task
     from microrepro.common.runs import Run
+    from microrepro.common.task import run_in_runtime
 
     paper = _check_paper(args.paper)
     task = get_task(paper)
@@ -328,7 +329,7 @@ def _reproduce_one(args, seed: int) -> int:
     what = "continuing the unfinished run in " if run.continued and not args.resume else ""
     print(f"[run] {what}{run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {seed})")
     try:
-        task.reproduce(run, data)
+        run_in_runtime(run, task.reproduce, data)  # the config's runtime: strategy, precision
     except BaseException:
         if not run.continued:  # failed before producing anything (bad data...): leave nothing behind
             runs.discard_if_untouched(run.run_dir, created)
@@ -358,6 +359,7 @@ def _task_for_run(run_dir: Path):
 def cmd_evaluate(args) -> int:
     from microrepro.common import data_sources, results, runs
     from microrepro.common.runs import Run
+    from microrepro.common.task import run_in_runtime
 
     task, prov = _task_for_run(args.run_dir)
     cfg = task.config_from_run(args.run_dir)
@@ -370,7 +372,7 @@ def cmd_evaluate(args) -> int:
         runs.check_results_writable(task.name)
     data = data_sources.resolve(task.dataset, args.data_dir, fetch=task.fetch, synthetic=args.synthetic)
     _announce_data(task, data)
-    task.evaluate(run, data)
+    run_in_runtime(run, task.evaluate, data, "evaluate_distribution")
     run.save()
     if publish:
         summary = run.publish(replace=args.replace)

@@ -14,7 +14,9 @@ Which folders ``reproduce`` writes into (:func:`run_state`, :meth:`Run.create`):
 - a new or empty folder: a new run;
 - an *unfinished* run (interrupted or failed: ``provenance.json`` says ``"status": "running"``, or
   there is only ``config.json``): re-running the same command continues it from its checkpoints,
-  with or without ``--resume``; a different config, preset, schedule or seed is refused;
+  with or without ``--resume``; a different config, preset, schedule or seed is refused (a
+  ``config.json`` written before configs had a ``runtime`` section counts as the default runtime:
+  one device, float32);
 - a *finished* run (``"status": "finished"``; a folder of an older version without a status counts
   as finished once it has metrics): refused unless ``--resume`` (which continues it: trained models
   are kept, the evaluation is redone);
@@ -356,6 +358,9 @@ def check_run_target(out: Path, config: Any, preset: str, schedule: str, seed: i
         check_writable(out, "--out")
         return "new"
     stored = _read_dict(out / "config.json")
+    if "runtime" not in stored and hasattr(config, "runtime"):
+        # A run made before configs had a runtime section ran on one device in float32: the defaults.
+        stored = {**stored, "runtime": _stored_config(type(config.runtime)())}
     if stored != _stored_config(config):
         keys = sorted(k for k in set(stored) | set(_stored_config(config))
                       if stored.get(k) != _stored_config(config).get(k))
@@ -489,7 +494,7 @@ class Run:
     def open(cls, paper: str, run_dir: Path, config: Any) -> "Run":
         """Re-open a finished run folder (for ``evaluate``): keeps its metrics and provenance."""
         _, prov, metrics = load_run(run_dir)
-        extra = {k: prov[k] for k in ("resumed_from_commit", "commit_note") if prov.get(k)}
+        extra = {k: prov[k] for k in ("resumed_from_commit", "commit_note", "distribution") if prov.get(k)}
         run = cls(
             paper=paper,
             run_dir=Path(run_dir),

@@ -127,3 +127,19 @@ class Task(abc.ABC):
         if threshold is not None:
             predictor.threshold = check_threshold(threshold, predictor.score_range)
         return predict_images(predictor, images, Path(out_dir), plane=plane, resume=resume)
+
+
+def run_in_runtime(run: Run, method, data: DataSource, key: str = "distribution") -> None:
+    """``method(run, data)`` (a task's ``reproduce`` or ``evaluate``) in the scope of ``run.config.runtime``.
+
+    The CLI calls every paper's ``reproduce`` and ``evaluate`` through this: the strategy and precision of
+    the config's ``runtime`` section (``common.training.runtime_scope``) hold for every model the paper
+    builds, and what they were (strategy, replicas, precision, backend) goes to the run's provenance as
+    ``key``: ``distribution`` for reproduce, ``evaluate_distribution`` for evaluate (``distribution`` stays
+    the one the models were trained under). A config without a runtime section runs on one device in float32.
+    """
+    from microrepro.common.training import runtime_scope
+
+    with runtime_scope(getattr(run.config, "runtime", None)) as runtime:
+        run.extra[key] = runtime
+        method(run, data)

@@ -214,6 +214,73 @@ def schedule_callbacks(lr_schedule: dict | None, monitor: str) -> list:
     raise ConfigError(f"unknown lr schedule kind {kind!r} (use plateau, step or constant)")
 
 
+def _replicas_in_sync() -> int:
+    """Replicas of the tf.distribute strategy in scope (1 outside any, and on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return int(tf.distribute.get_strategy().num_replicas_in_sync)
+
+
+@contextlib.contextmanager
+def _per_replica_loss(model: keras.Model):
+    """Divide a model's own ``compute_loss`` by the replica count while it trains under tf.distribute.
+
+    tf.distribute sums the replicas' gradients; Keras' Loss objects and regularisation losses divide
+    themselves by the replica count (``keras.losses.Loss``: ``scale_loss_for_distribution``), but a
+    ``compute_loss`` a model overrides (the Faster R-CNN detectors) returns its replica's mean. Scaled
+    here, the summed gradient is that of the global batch and the logged loss (which Keras multiplies
+    back) the mean over replicas, as on one device. JAX's DataParallel computes on the global batch.
+    """
+    n = _replicas_in_sync()
+    if n <= 1 or getattr(type(model), "compute_loss", None) is keras.Model.compute_loss:
+        yield
+        return
+    own = model.compute_loss
+
+    def compute_loss(*args, **kwargs):
+        loss = own(*args, **kwargs)
+        return keras.ops.multiply(loss, keras.ops.cast(1.0 / n, loss.dtype))
+
+    model.compute_loss = compute_loss
+    try:
+        yield
+    finally:
+        del model.compute_loss
+
+
+@contextlib.contextmanager
+def _multiworker_build(model: keras.Model, train_ds):
+    """Build a model's training state from ``train_ds``'s element spec while it fits under MultiWorkerMirroredStrategy.
+
+    Keras 3's TF ``fit`` / ``evaluate`` first all-reduce one distributed data batch to build the model, loss
+    and metrics symbolically, which fails under MultiWorkerMirroredStrategy (keras-team/keras#20585,
+    tensorflow/tensorflow#72388); the build needs only shapes and dtypes, which the dataset's element spec
+    (or a PyDataset's first batch) gives without a collective.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    if not isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        yield
+        return
+    batch = train_ds.element_spec if hasattr(train_ds, "element_spec") else train_ds[0]
+    strategy = model.distribute_strategy
+
+    def symbolic_build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=batch)
+
+    model._maybe_symbolic_build = symbolic_build
+    try:
+        yield
+    finally:
+        del model._maybe_symbolic_build
+
+
 def fit(
     model: keras.Model,
     train_ds,
@@ -270,18 +337,23 @@ def fit(
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=int(early_stopping_patience)))
     if tensorboard and keras.backend.backend() == "tensorflow":
         cbs.append(keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False))
+    if keras.distribution.distribution() is not None and (model.run_eagerly or not model.jit_compile):
+        # Uncompiled steps of a model sharded by keras.distribution (JAX) dispatch op by op; on CPU devices they
+        # hung in XLA's all-reduce rendezvous (cell_counting's eager smoke schedule). The jitted step computes the same.
+        model.run_eagerly, model.jit_compile = False, True
     start = time.perf_counter()
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=int(epochs),
-        steps_per_epoch=steps_per_epoch,
-        validation_steps=validation_steps,
-        callbacks=cbs,
-        verbose=verbose,
-        # A tf.data pipeline shuffles itself (common.pipeline); fit's shuffle only applies to arrays.
-        shuffle=not hasattr(train_ds, "element_spec"),
-    )
+    with _per_replica_loss(model), _multiworker_build(model, train_ds):
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=int(epochs),
+            steps_per_epoch=steps_per_epoch,
+            validation_steps=validation_steps,
+            callbacks=cbs,
+            verbose=verbose,
+            # A tf.data pipeline shuffles itself (common.pipeline); fit's shuffle only applies to arrays.
+            shuffle=not hasattr(train_ds, "element_spec"),
+        )
     seconds = time.perf_counter() - start
     history = read_log(log_path)
     epochs_run = len(history.get("epoch", []))
@@ -351,14 +423,61 @@ def plot_history(run_dir: Path, name: str, out_png: Path, title: str | None = No
     return out_png
 
 
+STRATEGIES = ("none", "mirrored", "multiworker", "data_parallel")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+_TF_ENGINES: dict = {}  # tf.distribute strategies made by distribution(), by name
+
+
+def _local_devices(tf) -> list[str] | None:
+    """Devices of a MirroredStrategy: the GPUs; without GPUs every logical CPU device (one, unless a
+    test split the CPU with ``tf.config.set_logical_device_configuration``); None = TF's default."""
+    if tf.config.list_logical_devices("GPU"):
+        return None
+    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
+    return cpus if len(cpus) > 1 else None
+
+
+def _keras_multiworker_logs() -> None:
+    """Let Keras 3's TF trainer average scalar logs over MultiWorkerMirroredStrategy workers.
+
+    ``keras.src.backend.tensorflow.trainer.reduce_per_replica`` reduces every log of a multi-worker
+    step with ``strategy.reduce("MEAN", value, axis=0)``, which fails on the scalar loss and metrics
+    ("Invalid reduction dimension 0 for input with 0 dimensions"; keras-team/keras#20585): scalars are
+    averaged with ``axis=None`` instead. Installed once, when ``distribution("multiworker")`` makes its
+    strategy; every other strategy and reduction goes to Keras' own function.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "microrepro_multiworker", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean") or not tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return original(values, strategy, reduction)
+
+        def mean(value):
+            first = value.values[0] if tf_trainer._is_per_replica_instance(value) else value
+            return strategy.reduce("MEAN", value, axis=0 if len(first.shape) else None)
+
+        return keras.tree.map_structure(mean, values)
+
+    reduce_per_replica.microrepro_multiworker = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
 @contextlib.contextmanager
 def distribution(strategy: str = "none"):
     """Scope for multi-device training through the engines that exist (never a home-made one).
 
-    ``none``: the default device. ``mirrored``: tf.distribute.MirroredStrategy (all local GPUs,
-    TensorFlow backend). ``multiworker``: tf.distribute.MultiWorkerMirroredStrategy (TF_CONFIG set
-    per worker). ``data_parallel``: keras.distribution.DataParallel (JAX backend, all local devices).
-    Build and compile the model inside the scope.
+    ``none``: the default device. ``mirrored``: tf.distribute.MirroredStrategy (all local GPUs, or
+    the logical CPU devices when there is no GPU; TensorFlow backend). ``multiworker``:
+    tf.distribute.MultiWorkerMirroredStrategy (TF_CONFIG set per worker). ``data_parallel``:
+    keras.distribution.DataParallel (JAX backend, all local devices). Build and compile the model
+    inside the scope; the batch a pipeline yields is the global batch, split over the replicas.
+
+    Raises:
+        ConfigError: an unknown strategy, or one the active backend does not have.
     """
     backend = keras.backend.backend()
     if strategy in ("none", "", None):
@@ -366,21 +485,25 @@ def distribution(strategy: str = "none"):
         return
     if strategy in ("mirrored", "multiworker"):
         if backend != "tensorflow":
-            raise ConfigError(f"strategy '{strategy}' needs KERAS_BACKEND=tensorflow (use data_parallel on jax)")
+            raise ConfigError(f"runtime.strategy={strategy} needs KERAS_BACKEND=tensorflow, the backend is {backend} "
+                              "(on jax use runtime.strategy=data_parallel)")
         import tensorflow as tf
 
-        if strategy == "mirrored":
-            engine = tf.distribute.MirroredStrategy()
-        else:
-            engine = tf.distribute.MultiWorkerMirroredStrategy()
+        # One per process, shared by its runs (--seeds, tests): a second MirroredStrategy reused the first one's
+        # collective keys (a shape mismatch), and MultiWorkerMirroredStrategy cannot be made twice.
+        if strategy == "mirrored" and strategy not in _TF_ENGINES:
+            _TF_ENGINES[strategy] = tf.distribute.MirroredStrategy(devices=_local_devices(tf))
+        elif strategy not in _TF_ENGINES:
+            _TF_ENGINES[strategy] = tf.distribute.MultiWorkerMirroredStrategy()
+            _keras_multiworker_logs()
+        engine = _TF_ENGINES[strategy]
         with engine.scope():
             yield engine
         return
     if strategy == "data_parallel":
         if backend != "jax":
-            raise ConfigError(
-                "strategy 'data_parallel' is keras.distribution on the jax backend (use mirrored on tensorflow)"
-            )
+            raise ConfigError(f"runtime.strategy=data_parallel is keras.distribution on KERAS_BACKEND=jax, the backend "
+                              f"is {backend} (on tensorflow use runtime.strategy=mirrored or multiworker)")
         previous = keras.distribution.distribution()
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         try:
@@ -388,4 +511,70 @@ def distribution(strategy: str = "none"):
         finally:
             keras.distribution.set_distribution(previous)
         return
-    raise ConfigError(f"unknown strategy '{strategy}' (none, mirrored, multiworker, data_parallel)")
+    raise ConfigError(f"unknown runtime.strategy={strategy!r} (use one of {', '.join(STRATEGIES)})")
+
+
+def replicas(engine) -> int:
+    """How many model replicas a :func:`distribution` engine trains (1 for none)."""
+    if engine is None:
+        return 1
+    if hasattr(engine, "num_replicas_in_sync"):  # tf.distribute
+        return int(engine.num_replicas_in_sync)
+    mesh = getattr(engine, "device_mesh", None)  # keras.distribution
+    return int(np.asarray(mesh.devices).size) if mesh is not None else 1
+
+
+def predict_batch(model: keras.Model, x):
+    """``model.predict_on_batch(x)`` that is right under every :func:`distribution` strategy.
+
+    Under a tf.distribute strategy of N > 1 replicas Keras 3's ``predict_on_batch`` feeds the whole
+    batch to every replica and returns its outputs N times over; there this is ``model.predict`` of
+    one batch, padded (last example repeated) to a multiple of N so that no replica gets an empty
+    share, split over the replicas (and gathered from the workers) and cut back. Elsewhere (one
+    device; JAX DataParallel, whose ``predict`` wants batches divisible by the device count) it is
+    ``predict_on_batch``.
+    """
+    n_replicas = model.distribute_strategy.num_replicas_in_sync if keras.backend.backend() == "tensorflow" else 1
+    if n_replicas <= 1:
+        return model.predict_on_batch(x)
+    n = int(keras.tree.flatten(x)[0].shape[0])
+    pad = -n % n_replicas
+
+    def padded(a):
+        a = np.asarray(a)
+        return np.concatenate([a, np.repeat(a[-1:], pad, axis=0)]) if pad else a
+
+    out = model.predict(keras.tree.map_structure(padded, x), batch_size=n + pad, verbose=0)
+    return keras.tree.map_structure(lambda a: a[:n], out)
+
+
+@contextlib.contextmanager
+def runtime_scope(runtime=None):
+    """The scope a paper's ``reproduce`` / ``evaluate`` runs in: its ``runtime`` config section.
+
+    :func:`distribution` of ``runtime.strategy`` plus the Keras dtype policy ``runtime.precision``
+    (models built inside compute in bf16 / fp16 with float32 weights; the previous policy is restored
+    on exit). ``common.task.run_in_runtime`` runs every paper's reproduce / evaluate in it.
+
+    Args:
+        runtime: a ``common.config.RuntimeConfig`` (or anything with ``strategy`` and ``precision``);
+            None = the defaults (one device, float32).
+
+    Yields:
+        ``{"strategy", "replicas", "precision", "backend"}``, recorded in the run's provenance.
+
+    Raises:
+        ConfigError: an unknown precision, or a strategy the backend does not have.
+    """
+    strategy = getattr(runtime, "strategy", "none") or "none"
+    precision = getattr(runtime, "precision", "float32") or "float32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown runtime.precision={precision!r} (use one of {', '.join(PRECISIONS)})")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        with distribution(strategy) as engine:
+            yield {"strategy": strategy, "replicas": replicas(engine), "precision": precision,
+                   "backend": keras.backend.backend()}
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -76,6 +76,9 @@ class BoxHead(keras.layers.Layer):
         self.roi_op = roi_op
         self.fc_units = tuple(int(u) for u in fc_units)
         self.class_agnostic = bool(class_agnostic)
+        # Under a mixed dtype policy Keras would cast the rois (pixel coordinates) to bf16 / fp16: they stay
+        # float32, ROI Align reads the features in float32, and the FC layers cast their own inputs.
+        self.autocast = False
         self.fcs = [keras.layers.Dense(u, activation="relu", name=f"fc{i + 1}") for i, u in enumerate(self.fc_units)]
         self.classifier = keras.layers.Dense(
             self.num_classes + 1, kernel_initializer=keras.initializers.RandomNormal(stddev=0.01), name="class_logits"
@@ -95,6 +98,7 @@ class BoxHead(keras.layers.Layer):
         self.built = True
 
     def call(self, features, rois):
+        features = ops.cast(features, "float32")
         pooled = extract_rois(features, rois, self.roi_op, self.roi_size, self.spatial_scale, self.sampling_ratio)
         batch, count = ops.shape(pooled)[0], rois.shape[1]
         x = ops.reshape(pooled, (batch, count, self.roi_size * self.roi_size * features.shape[-1]))

@@ -125,3 +125,4 @@ class CellCountingConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision

@@ -128,7 +128,8 @@ def build_c_resunet(
         x = layers.Concatenate(name=f"dec{level}_concat")([up, skips[level]])
         x = residual_block(x, width, shortcut=up, activation=activation, name=f"dec{level}", bn_momentum=bn_momentum)
 
-    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap")(x)
+    # float32: the sigmoid (and so the BCE) stays float32 under runtime.precision=mixed_*
+    outputs = layers.Conv2D(1, 1, activation="sigmoid", name="heatmap", dtype="float32")(x)
     return keras.Model(inputs, outputs, name=name)
 
 

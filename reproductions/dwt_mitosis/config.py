@@ -145,6 +145,7 @@ class DwtMitosisConfig:
     rcnn: RCNNConfig = field(default_factory=RCNNConfig)
     faster: FasterPhase2Config = field(default_factory=FasterPhase2Config)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
     label_sources: tuple[LabelSource, ...] = ("dwt", "unet", "manual")  # Table 2 rows (manual: synthetic only)
     square_size_um: cfgtypes.PositiveFloat = 10.0  # side of the "square" label source (Sec. 2 baseline)
     pixel_size_um: cfgtypes.PositiveFloat | None = None  # your own data (own_data.py): µm per px without meta.yaml

@@ -265,4 +265,6 @@ def seg_datasets(train: ImageSet, val: ImageSet, cfg: DwtMitosisConfig, seed: in
                 .map(augment, num_parallel_calls=1).batch(t.batch_size, drop_remainder=True).prefetch(1))
     vx, vy = arrays(val)
     val_ds = tf.data.Dataset.from_tensor_slices((vx, vy)).batch(min(t.batch_size, len(vx)))
-    return train_ds, val_ds
+    from microrepro.common.pipeline import shard_by_data
+
+    return shard_by_data(train_ds), shard_by_data(val_ds)

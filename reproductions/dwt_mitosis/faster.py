@@ -79,6 +79,7 @@ def train_faster(run: Run, cfg: DwtMitosisConfig, name: str, train: ImageSet, bo
     import tensorflow as tf
 
     from microrepro.common import training
+    from microrepro.common.pipeline import shard_by_data
     from microrepro.reproductions.dwt_mitosis.model import adam
 
     f = cfg.faster
@@ -89,7 +90,7 @@ def train_faster(run: Run, cfg: DwtMitosisConfig, name: str, train: ImageSet, bo
     steps = f.steps_per_epoch or max(1, math.ceil(len(x) / f.batch_size))
     model.compile(optimizer=adam(f.lr, f.final_lr, f.epochs * steps), jit_compile=False)
     ds = (tf.data.Dataset.from_tensor_slices((x, {"boxes": gt_boxes, "classes": gt_classes}))
-          .shuffle(len(x), seed=run.seed).repeat().batch(f.batch_size, drop_remainder=False))
+          .shuffle(len(x), seed=run.seed).repeat().batch(f.batch_size, drop_remainder=False).apply(shard_by_data))
     result = training.fit(model, ds, None, run_dir=run.run_dir, name=name, epochs=f.epochs, steps_per_epoch=steps,
                           monitor="loss", verbose=2, tensorboard=False)
     training.load_weights(model, run.run_dir, name, "last")

@@ -190,10 +190,15 @@ def segmentation_loss(positive_weight: float = 1.0):
         if positive_weight != 1.0:
             weights = 1.0 + (positive_weight - 1.0) * keras.ops.cast(y_true > 0, per_pixel.dtype)
             per_pixel = per_pixel * weights
-        return keras.ops.mean(per_pixel)
+        return keras.ops.mean(per_pixel, axis=(1, 2))  # per image; all are one size
 
-    loss.__name__ = "pixel_softmax_cross_entropy"
-    return loss
+    class PixelSoftmaxCrossEntropy(keras.losses.Loss):
+        # A Loss averages the per-image means over the batch (= over every pixel) and, under tf.distribute,
+        # divides by the replicas, whose gradients are summed (a plain function's scalar would not be).
+        def call(self, y_true, y_pred):
+            return loss(y_true, y_pred)
+
+    return PixelSoftmaxCrossEntropy(name="pixel_softmax_cross_entropy")
 
 
 def build_feature_cnn(

@@ -125,6 +125,7 @@ class FcnSegmentationConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     vgg: VggConfig = field(default_factory=VggConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
     # Per-image percentile normalisation to [0, 1]; the paper does not say how it scaled inputs.
     normalize_low: Percentile = 1.0
     normalize_high: Percentile = 99.8

@@ -138,6 +138,8 @@ def predict_probability(model, image: np.ndarray, multiple: int = 8, batch_size:
     Returns:
         ``(H, W)`` float32 probability of class 1 (cell), or a list of them.
     """
+    from microrepro.common.training import predict_batch  # predict_on_batch, right under tf.distribute too
+
     single = not isinstance(image, (list, tuple))
     images = [image] if single else list(image)
     out: list[np.ndarray | None] = [None] * len(images)
@@ -149,7 +151,7 @@ def predict_probability(model, image: np.ndarray, multiple: int = 8, batch_size:
             chunk = indices[start : start + batch_size]
             padded = [pad_to_multiple(images[i], multiple) for i in chunk]
             batch = np.stack([p for p, _ in padded])[..., None].astype(np.float32)
-            probs = np.asarray(model.predict_on_batch(batch))[..., 1]
+            probs = np.asarray(predict_batch(model, batch))[..., 1]
             for i, prob, (_, (h, w)) in zip(chunk, probs, padded, strict=True):
                 out[i] = prob[:h, :w].astype(np.float32)
     return out[0] if single else out
@@ -272,7 +274,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, *, shuffle: bool
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     if shuffle:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(2)
+    from microrepro.common.pipeline import shard_by_data
+
+    return ds.batch(batch_size).prefetch(2).apply(shard_by_data)
 
 
 def make_crop_dataset(
@@ -301,4 +305,7 @@ def make_crop_dataset(
         pair = tf.image.rot90(pair, k)
         return pair[..., :1], tf.cast(pair[..., 1] > 0.5, tf.int32)
 
-    return ds.map(transform, num_parallel_calls=1, deterministic=True).batch(batch_size).prefetch(2)
+    from microrepro.common.pipeline import shard_by_data
+
+    ds = ds.map(transform, num_parallel_calls=1, deterministic=True)
+    return ds.batch(batch_size).prefetch(2).apply(shard_by_data)

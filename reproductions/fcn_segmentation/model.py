@@ -120,6 +120,7 @@ def build_fcrn_a(
         kernel_initializer=kernel_initializer,
         kernel_regularizer=regularizer,
         name="probabilities",
+        dtype="float32",  # softmax (and so the loss) in float32 under runtime.precision=mixed_*
     )(x)
     return keras.Model(inputs, outputs, name=name)
 

@@ -110,7 +110,7 @@ def time_model(model, size: int, repeats: int, warmup: int = 2) -> float:
 
     Reference: Sec. 7.2 (the paper reports no timing; this is ours).
     """
-    from microrepro.common.training import median_seconds
+    from microrepro.common.training import median_seconds, predict_batch
 
     x = np.random.default_rng(0).random((1, size, size, 1), dtype=np.float32)
-    return 1000.0 * median_seconds(lambda: model.predict_on_batch(x), repeats, warmup=warmup)
+    return 1000.0 * median_seconds(lambda: predict_batch(model, x), repeats, warmup=warmup)

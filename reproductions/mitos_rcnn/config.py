@@ -24,6 +24,7 @@ from microrepro.common.config import (
     PositiveInt,
     Probability,
     Range,
+    RuntimeConfig,
 )
 
 ModelKey = Literal["faster_rcnn_conv5", "faster_rcnn_conv4", "mitos_rcnn"]  # model.MODEL_KEYS, the rows of Table II
@@ -109,8 +110,8 @@ class DataConfig:
     synthetic_seed: NonNegInt = 2018
     train_on_synthetic_too: bool = False  # mix synthetic fields into the real training set
     tile_overlap_um: NonNegFloat = 12.0  # overlap of prediction tiles (> one mitosis)
-
     pixel_size_um: PositiveFloat | None = None  # your own data (own_data.py): µm per px when it has no meta.yaml
+
 
 @dataclass
 class TrainConfig:
@@ -152,3 +153,4 @@ class MitosRCNNConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # strategy, precision (every model)

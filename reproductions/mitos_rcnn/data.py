@@ -210,7 +210,7 @@ def training_dataset(subsections: Subsections, batch_size: int, seed: int, rotat
     """
     import tensorflow as tf
 
-    from microrepro.common import augment
+    from microrepro.common import augment, pipeline
 
     ds = tf.data.Dataset.from_tensor_slices(
         {"image": subsections.images, "boxes": subsections.boxes, "labels": subsections.classes}
@@ -228,7 +228,7 @@ def training_dataset(subsections: Subsections, batch_size: int, seed: int, rotat
         return example["image"], {"boxes": example["boxes"], "classes": example["labels"]}
 
     ds = tf.data.Dataset.zip((counter, ds)).map(prepare, num_parallel_calls=1)
-    return ds.batch(batch_size, drop_remainder=True).prefetch(2)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(2).apply(pipeline.shard_by_data)
 
 
 # ------------------------------------------------------------------------------------ fields

@@ -170,6 +170,7 @@ class SpinesConfig:
     yolo: YoloConfig = field(default_factory=YoloConfig)
     faster_rcnn: FasterRCNNSpinesConfig = field(default_factory=FasterRCNNSpinesConfig)
     sp_cnn: SpCnnConfig = field(default_factory=SpCnnConfig)
+    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
     timing_repeats: cfgtypes.PositiveInt = 5  # ms/image: median over this many timed passes after a warm-up
     timing_images: cfgtypes.PositiveInt = 8
     n_figure_images: cfgtypes.NonNegInt = 6

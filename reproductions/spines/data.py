@@ -273,7 +273,9 @@ def detection_dataset(
         ds = ds.map(rescale)
     if not normalised:
         ds = ds.map(lambda im, b: (im, tf.where(b >= 0, b * size, b)))
-    return ds.prefetch(2)
+    from microrepro.common.pipeline import shard_by_data
+
+    return ds.prefetch(2).apply(shard_by_data)
 
 
 def eval_batches(prepared: Prepared, batch_size: int):

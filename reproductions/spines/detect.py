@@ -25,12 +25,13 @@ PREDICT_OVERLAP = 64
 
 def detect_yolo(model, cfg, prepared: data_lib.Prepared, batch_size: int = 16) -> list:
     """tiny-YOLOv2 detections (objectness >= 0.005, after NMS) mapped back to original pixels."""
+    from microrepro.common import training
     from microrepro.reproductions.spines import tiny_yolo
 
     y = cfg.yolo
     out = []
     for start, images in data_lib.eval_batches(prepared, batch_size):
-        raw = model.predict_on_batch(images)
+        raw = training.predict_batch(model, images)  # predict_on_batch, right under tf.distribute too
         dets = tiny_yolo.decode_detections(
             raw, y.anchors, (prepared.size, prepared.size), score_threshold=0.005, nms_iou=y.nms_iou,
             max_detections=y.max_detections,
@@ -42,6 +43,7 @@ def detect_yolo(model, cfg, prepared: data_lib.Prepared, batch_size: int = 16) -
 
 def detect_sp_cnn(model, cfg, prepared: data_lib.Prepared, batch_size: int = 8) -> list:
     """Local maxima of the SP-CNN map -> ``data.box_size`` square boxes in original pixels, score = map value."""
+    from microrepro.common import training
     from microrepro.reproductions.spines import sp_cnn
 
     scfg = cfg.sp_cnn
@@ -49,7 +51,7 @@ def detect_sp_cnn(model, cfg, prepared: data_lib.Prepared, batch_size: int = 8) 
     floor = min(0.05, scfg.peak_threshold)
     out = []
     for start, images in data_lib.eval_batches(prepared, batch_size):
-        maps = np.asarray(model.predict_on_batch(images))[..., 0]
+        maps = np.asarray(training.predict_batch(model, images))[..., 0]
         for i, heatmap in enumerate(maps):
             points, scores = sp_cnn.detect_peaks(heatmap, floor, scfg.peak_min_distance)
             sx, sy = prepared.scales[start + i]
