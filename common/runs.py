@@ -455,7 +455,7 @@ class Run:
         out: Path | None = None,
         resume: bool = False,
         runs_root: Path | None = None,
-    ) -> "Run":
+    ) -> Run:
         """Start a run in ``out`` (default :func:`default_run_dir`) or continue the one there.
 
         Args:
@@ -491,7 +491,7 @@ class Run:
         return run
 
     @classmethod
-    def open(cls, paper: str, run_dir: Path, config: Any) -> "Run":
+    def open(cls, paper: str, run_dir: Path, config: Any) -> Run:
         """Re-open a finished run folder (for ``evaluate``): keeps its metrics and provenance."""
         _, prov, metrics = load_run(run_dir)
         extra = {k: prov[k] for k in ("resumed_from_commit", "commit_note", "distribution") if prov.get(k)}
@@ -544,7 +544,7 @@ class Run:
             "backend": keras.backend.backend(),
             "device": device_name(),
             "versions": versions(),
-            "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             **self.extra,
         }
 

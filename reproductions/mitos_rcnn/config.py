@@ -8,7 +8,7 @@ the matching radius are in micrometres (converted with each image's pixel size);
 cut from a field at ``data.scale`` input px per source px, i.e. ``input_size / scale`` source px.
 
 Reference: Rao, "MITOS-RCNN: Mitotic Figure Detection in Breast Cancer Histopathology Images
-Using Region Based Convolutional Neural Networks" (papers/mitos_rcnn.txt), Sec. IV.
+Using Region Based Convolutional Neural Networks", Sec. IV.
 """
 
 from __future__ import annotations

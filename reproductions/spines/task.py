@@ -36,7 +36,6 @@ class SpinesTask(Task):
     title = "Deep Learning for Dendritic Spines Detection (Faster R-CNN, tiny-YOLOv2, SP-CNN)"
     dataset = "spines"
     config_cls = SpinesConfig
-    folder = Path(__file__).parent
     models = MODELS
     default_model = "yolov2"
 
