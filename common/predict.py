@@ -241,14 +241,11 @@ def output_names(images: Sequence[Path]) -> list[tuple[str, str]]:
     inputs of one folder share a stem, and then the file's suffix is added to both.
     """
     paths = [Path(p).resolve() for p in images]
-    if len(set(paths)) != len(paths):
-        seen, dup = set(), None
-        for p in paths:
-            if p in seen:
-                dup = p
-                break
-            seen.add(p)
-        raise UserError(f"{dup}: given more than once")
+    seen: set[Path] = set()
+    for path in paths:
+        if path in seen:
+            raise UserError(f"{path}: given more than once")
+        seen.add(path)
     root = Path(os.path.commonpath([str(p.parent) for p in paths])) if paths else Path(".")
     relative = [p.relative_to(root) for p in paths]
     stems: dict[tuple[Path, str], int] = {}

@@ -18,15 +18,11 @@ T = TypeVar("T")
 def _check(samples: Sequence, val_fraction: float) -> None:
     if not 0.0 <= val_fraction <= 1.0:
         raise ValueError(f"val_fraction must be in [0, 1], not {val_fraction}")
-    ids = [s.id for s in samples]
-    if len(set(ids)) != len(ids):
-        seen, dup = set(), None
-        for i in ids:
-            if i in seen:
-                dup = i
-                break
-            seen.add(i)
-        raise ValueError(f"sample ids must be unique to split them (id {dup!r} appears twice)")
+    seen = set()
+    for sample in samples:
+        if sample.id in seen:
+            raise ValueError(f"sample ids must be unique to split them (id {sample.id!r} appears twice)")
+        seen.add(sample.id)
 
 
 def _largest_remainder(sizes: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
