@@ -4,7 +4,10 @@ The model keys of the paper's table and its ablation:
 
 * ``c_resunet``: weighted BCE with the weight maps, watershed post-processing;
 * ``c_resunet_no_weightmap``: plain BCE, same data, schedule and post-processing;
-* ``c_resunet_no_watershed``: ``c_resunet``'s heat-maps, threshold + connected components only.
+* post-processing ablations on ``c_resunet``'s heat-maps, each step of Sec. 4.3 left out alone:
+  ``c_resunet_no_watershed`` (holes filled, small objects removed, then 8-connected components),
+  ``c_resunet_no_hole_filling``, ``c_resunet_no_small_removal``; and ``c_resunet_threshold_only``
+  (threshold + connected components, all three left out).
 
 Reference: Sec. 4.3 (post-processing), Sec. 5 (full 1200 x 1600 fields predicted tile by tile).
 """
@@ -23,9 +26,15 @@ from microrepro.reproductions.cell_counting.data import resize, rgb_uint8
 FULL = "c_resunet"
 NO_WEIGHTMAP = "c_resunet_no_weightmap"
 NO_WATERSHED = "c_resunet_no_watershed"
-MODELS = (FULL, NO_WEIGHTMAP, NO_WATERSHED)
-# The trained network behind each key: the no-watershed ablation reuses c_resunet's heat-maps.
-NETWORK = {FULL: FULL, NO_WEIGHTMAP: NO_WEIGHTMAP, NO_WATERSHED: FULL}
+NO_HOLE_FILLING = "c_resunet_no_hole_filling"
+NO_SMALL_REMOVAL = "c_resunet_no_small_removal"
+THRESHOLD_ONLY = "c_resunet_threshold_only"
+# Post-processing ablation -> the steps (postprocess.STEPS) it leaves out.
+SKIPPED = {NO_WATERSHED: ("watershed",), NO_HOLE_FILLING: ("fill_holes",), NO_SMALL_REMOVAL: ("remove_small",),
+           THRESHOLD_ONLY: post.STEPS}
+MODELS = (FULL, NO_WEIGHTMAP, *SKIPPED)
+# The trained network behind each key: the post-processing ablations reuse c_resunet's heat-maps.
+NETWORK = {FULL: FULL, NO_WEIGHTMAP: NO_WEIGHTMAP, **{key: FULL for key in SKIPPED}}
 
 
 def predict_heatmap(model, image: np.ndarray, cfg: CellCountingConfig, scale: float | None = None,
@@ -72,14 +81,15 @@ def predict_heatmap(model, image: np.ndarray, cfg: CellCountingConfig, scale: fl
 def postprocessor(key: str, sizes: post.PostprocessSizes) -> Callable[[np.ndarray, float], np.ndarray]:
     """``fn(heat (H, W), threshold) -> (H, W) int32 instance labels`` for a model key.
 
-    Watershed (``post.separate_cells``) for the paper's pipeline, connected components for the
-    no-watershed ablation.
+    ``post.separate_cells`` for the paper's pipeline, with the steps of ``SKIPPED[key]`` left out
+    for a post-processing ablation (``post.connected_components`` when all are).
 
     Reference: Sec. 4.3.
     """
-    if key == NO_WATERSHED:
+    skip = SKIPPED.get(key, ())
+    if tuple(skip) == post.STEPS:
         return post.connected_components
-    return lambda heat, threshold: post.separate_cells(heat, threshold, sizes)
+    return lambda heat, threshold: post.separate_cells(heat, threshold, sizes, skip=skip)
 
 
 def make_detect(network, cfg: CellCountingConfig, key: str,

@@ -101,13 +101,21 @@ def _check_heatmap(heatmap: np.ndarray) -> np.ndarray:
     return heatmap
 
 
-def separate_cells(heatmap: np.ndarray, threshold: float, sizes: PostprocessSizes | None = None) -> np.ndarray:
+# The steps of the pipeline that can be left out, one at a time, for the ablations.
+STEPS = ("fill_holes", "remove_small", "watershed")
+
+
+def separate_cells(heatmap: np.ndarray, threshold: float, sizes: PostprocessSizes | None = None,
+                   skip: frozenset[str] | tuple[str, ...] = ()) -> np.ndarray:
     """Threshold, clean and split a heat-map into cell instances (module docstring, steps 1-7).
 
     Args:
         heatmap: ``(H, W)`` or ``(H, W, 1)`` probabilities in [0, 1].
         threshold: a pixel is foreground when ``heatmap > threshold``.
         sizes: post-processing sizes; None = released constants.
+        skip: steps of ``STEPS`` left out (ablations): ``fill_holes`` (step 2), ``remove_small``
+            (step 3), ``watershed`` (steps 4-7: the cleaned mask's 8-connected components are the
+            cells). Every other step runs as in the full pipeline.
 
     Returns:
         ``(H, W)`` int32 instance labels 1..K (0 = background and watershed lines).
@@ -119,6 +127,9 @@ def separate_cells(heatmap: np.ndarray, threshold: float, sizes: PostprocessSize
     from skimage.morphology import remove_small_holes, remove_small_objects
     from skimage.segmentation import watershed
 
+    unknown = set(skip) - set(STEPS)
+    if unknown:
+        raise ValueError(f"unknown post-processing step(s) {sorted(unknown)}; steps: {', '.join(STEPS)}")
     heatmap = _check_heatmap(heatmap)
     sizes = sizes or PostprocessSizes.released()
     binary = heatmap > threshold
@@ -126,10 +137,14 @@ def separate_cells(heatmap: np.ndarray, threshold: float, sizes: PostprocessSize
         return np.zeros(binary.shape, np.int32)
     # skimage 0.26 renamed area_threshold/min_size to max_size (removes < ... vs <=); use the
     # keyword that this version has, keeping the released "smaller than N px" meaning.
-    binary = _remove_small_holes(binary, sizes.hole_area, remove_small_holes)
-    binary = _remove_small_objects(binary, sizes.min_object, remove_small_objects)
+    if "fill_holes" not in skip:
+        binary = _remove_small_holes(binary, sizes.hole_area, remove_small_holes)
+    if "remove_small" not in skip:
+        binary = _remove_small_objects(binary, sizes.min_object, remove_small_objects)
     if not binary.any():
         return np.zeros(binary.shape, np.int32)
+    if "watershed" in skip:
+        return label(binary, connectivity=2).astype(np.int32)
     distance = ndimage.distance_transform_edt(binary)
     flattened = ndimage.maximum_filter(distance, size=sizes.max_filter, mode="constant")
     footprint = np.ones((sizes.footprint,) * 2, bool)
@@ -142,7 +157,8 @@ def separate_cells(heatmap: np.ndarray, threshold: float, sizes: PostprocessSize
 
 
 def connected_components(heatmap: np.ndarray, threshold: float) -> np.ndarray:
-    """The "no watershed" ablation: threshold and label 8-connected components, nothing else.
+    """The "threshold only" ablation: threshold and label 8-connected components, nothing else
+    (no hole filling, no small-object removal, no watershed).
 
     Args:
         heatmap: ``(H, W)`` or ``(H, W, 1)`` probabilities.

@@ -17,7 +17,7 @@ from microrepro.common.predict import COUNT_COLUMNS, OBJECT_COLUMNS
 from microrepro.common.runs import Run
 from microrepro.reproductions.cell_counting import data as D
 from microrepro.reproductions.cell_counting import task as T
-from microrepro.reproductions.cell_counting.inference import FULL, NO_WATERSHED, NO_WEIGHTMAP
+from microrepro.reproductions.cell_counting.inference import FULL, MODELS, NO_WEIGHTMAP, SKIPPED
 
 
 @pytest.fixture
@@ -38,15 +38,15 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
     T.TASK.reproduce(run, DataSource("fnc_sample", None, "synthetic generator"))
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    assert set(metrics) == {FULL, NO_WEIGHTMAP, NO_WATERSHED, "paired"}
-    for key in (FULL, NO_WEIGHTMAP, NO_WATERSHED):
+    assert set(metrics) == {*MODELS, "paired"}
+    for key in MODELS:
         values = metrics[key]["synthetic_test"]
         for name in ("f1", "f1_released", "mae", "medae", "mean_iou", "threshold"):
             assert np.isfinite(values[name]), (key, name)
         assert 0.0 <= values["f1"] <= 1.0 and values["mae"] >= 0
     # every Table 1 metric carries its 95 % bootstrap interval over fields; the README's orderings
     # are paired differences on the same fields, under model "paired"
-    for key in (FULL, NO_WEIGHTMAP, NO_WATERSHED):
+    for key in MODELS:
         values = metrics[key]["synthetic_test"]
         for name in ("f1", "precision", "recall", "f1_released", "mae", "medae", "mean_error", "mean_iou",
                      "foreground_iou"):
@@ -54,9 +54,9 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
             assert low is None or low <= high, (key, name)
         assert "threshold_ci_low" not in values
     paired = metrics["paired"]["synthetic_test"]
-    assert set(paired) == {f"{m}_diff__{FULL}__vs__{b}{s}" for b in (NO_WATERSHED, NO_WEIGHTMAP)
+    assert set(paired) == {f"{m}_diff__{FULL}__vs__{b}{s}" for b in (*SKIPPED, NO_WEIGHTMAP)
                            for m in ("f1", "mae") for s in ("", "_ci_low", "_ci_high")}
-    for b in (NO_WATERSHED, NO_WEIGHTMAP):
+    for b in (*SKIPPED, NO_WEIGHTMAP):
         diff = paired[f"f1_diff__{FULL}__vs__{b}"]
         assert diff == pytest.approx(metrics[FULL]["synthetic_test"]["f1"] - metrics[b]["synthetic_test"]["f1"])
     provenance = json.loads((tmp_path / "run" / "provenance.json").read_text())
@@ -68,7 +68,7 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
     state = json.loads((tmp_path / "run" / T.STATE_FILE).read_text())
     assert set(state) == {"sizes", "mean_cell_diameter", "models", "train_fields"}  # thresholds live apart
     stored = thresholds.read_all(tmp_path / "run")
-    assert set(stored) == {FULL, NO_WEIGHTMAP, NO_WATERSHED}
+    assert set(stored) == set(MODELS)
     for key, threshold in stored.items():
         assert threshold.rule == "max_f1_train" and threshold.n_images == 1
         assert threshold.curve["thresholds"] == [0.5, 0.7] and len(threshold.curve["f1"]) == 2
@@ -79,7 +79,7 @@ def test_smoke_reproduce_evaluate_predict(tmp_path, small_neurons):
     # evaluate: reload the trained models and the stored thresholds from the run folder
     again = Run.create("cell_counting", cfg, "paper", "smoke", seed=0, out=tmp_path / "run", resume=True)
     T.TASK.evaluate(again, DataSource("fnc_sample", None, "synthetic generator"))
-    for key in (FULL, NO_WEIGHTMAP, NO_WATERSHED):
+    for key in MODELS:
         assert again.metrics[key]["synthetic_test"]["f1"] == pytest.approx(metrics[key]["synthetic_test"]["f1"])
         assert again.metrics[key]["synthetic_test"]["mae"] == pytest.approx(metrics[key]["synthetic_test"]["mae"])
     # a run without thresholds.json: evaluate chooses them again on the same training fields

@@ -7,7 +7,7 @@ The smoke models are two optimisation steps old, so their outputs sit close to e
 threshold: a last-bit difference in one convolution (another CPU's oneDNN kernels, another thread
 count, oneDNN on or off) moves objects across a threshold and changes counts. A golden test that
 compares counts exactly therefore passes on one machine and fails on the next (`make test` failed
-on an AVX-512 EPYC: ``c_resunet_no_watershed`` MAE 1 vs golden 2). So:
+on an AVX-512 EPYC: the threshold-only ablation, then named ``c_resunet_no_watershed``, MAE 1 vs golden 2). So:
 
 - **Continuous quantities** are compared tightly, within ``CONTINUOUS_REL`` relative (at least
   ``CONTINUOUS_ABS``): every trained model's training loss after its first and last epoch (the
@@ -20,7 +20,7 @@ on an AVX-512 EPYC: ``c_resunet_no_watershed`` MAE 1 vs golden 2). So:
   compared with a stated tolerance: counts within ``COUNT_ABS`` objects (or ``COUNT_REL`` of the
   golden count), ratios of a handful of objects within ``RATIO_ABS`` (one object of three),
   chosen thresholds within ``THRESHOLD_ABS``. Measured spread: MAE 0, 1 or 2 for the same
-  ``c_resunet_no_watershed`` model. For these two-step models the counts only catch gross changes
+  threshold-only model. For these two-step models the counts only catch gross changes
   (a post-processing bug that floods or empties an image); the continuous checks catch the rest.
 
 Each paper's smoke run is made in a fresh Python process that asks TensorFlow for deterministic

@@ -171,6 +171,37 @@ def test_intervals_over_fields_and_paired_differences():
     assert E.record_paired(FakeRun(), "test", info, {I.FULL: per_field}) == {}  # nothing to compare
 
 
-def test_no_watershed_postprocessor_is_connected_components():
-    assert I.postprocessor(I.NO_WATERSHED, post.PostprocessSizes()) is post.connected_components
-    assert I.NETWORK[I.NO_WATERSHED] == I.FULL and TASK.models == I.MODELS and TASK.default_model == I.FULL
+def test_threshold_only_postprocessor_is_connected_components():
+    assert I.postprocessor(I.THRESHOLD_ONLY, post.PostprocessSizes()) is post.connected_components
+    assert all(I.NETWORK[key] == I.FULL for key in I.SKIPPED)
+    assert TASK.models == I.MODELS and TASK.default_model == I.FULL
+
+
+def _two_touching_cells_with_hole_and_speck():
+    """Two touching discs (one with a 3x3 hole) and a 2x2 speck far away, as a heat-map."""
+    yy, xx = np.mgrid[:80, :120]
+    heat = np.zeros((80, 120), np.float32)
+    heat[(yy - 40) ** 2 + (xx - 40) ** 2 <= 15**2] = 0.9
+    heat[(yy - 40) ** 2 + (xx - 66) ** 2 <= 15**2] = 0.9
+    heat[39:42, 39:42] = 0.0  # hole
+    heat[5:7, 110:112] = 0.9  # speck
+    return heat
+
+
+@pytest.mark.parametrize("key, n_objects, hole_filled", [
+    (I.FULL, (2, 2), True),               # watershed splits the pair, speck removed, hole filled
+    (I.NO_WATERSHED, (1, 1), True),       # the cleaned mask's components: the pair stays one object
+    (I.NO_HOLE_FILLING, (3, 8), False),   # the hole adds distance maxima: the watershed over-splits
+    (I.NO_SMALL_REMOVAL, (3, 3), True),   # the speck survives
+    (I.THRESHOLD_ONLY, (2, 2), False),    # pair merged + speck
+])
+def test_each_postprocessing_ablation_leaves_out_one_step(key, n_objects, hole_filled):
+    sizes = post.PostprocessSizes(hole_area=20, min_object=10, max_filter=9, footprint=12, min_marker=1)
+    labels = I.postprocessor(key, sizes)(_two_touching_cells_with_hole_and_speck(), 0.5)
+    assert n_objects[0] <= labels.max() <= n_objects[1]
+    assert (labels[40, 40] > 0) == hole_filled
+
+
+def test_unknown_postprocessing_step_is_refused():
+    with pytest.raises(ValueError, match="unknown post-processing step"):
+        post.separate_cells(np.ones((8, 8), np.float32), 0.5, skip=("erode",))
