@@ -24,7 +24,7 @@ from microrepro.reproductions.spines.models import ModelSpec
 
 FIGURE_GRID = np.linspace(0.05, 0.95, 19)  # thresholds of the F1-vs-threshold figure
 # The README's orderings, each (a, b) stored as a − b under model "paired" (``record_paired``).
-COMPARED = (("yolov2", "faster_rcnn"), ("sp_cnn_mse", "sp_cnn"))
+COMPARED = (("yolov2", "faster_rcnn"), ("sp_cnn_mse", "sp_cnn"), ("sp_cnn_mse", "sp_cnn_hard"))
 COMPARED_METRICS = ("f1", "f1_released")
 
 

@@ -1,7 +1,8 @@
 """The spine detectors of the reproduction, one table: model name -> how to build, train and run it.
 
 ``SPECS`` is the only place that knows which config section, trainer, detector and threshold
-belong to ``yolov2``, ``faster_rcnn``, ``sp_cnn`` (MSE - R) and ``sp_cnn_mse`` (plain MSE); the
+belong to ``yolov2``, ``faster_rcnn``, ``sp_cnn`` (MSE - R, R's gradient kept), ``sp_cnn_hard``
+(MSE - R with the text's hard threshold: R has no gradient) and ``sp_cnn_mse`` (plain MSE); the
 task, the evaluation and predict look a model up here instead of branching on its name.
 
 Reference: Table 1 (tiny-YOLOv2, Faster R-CNN), Sec. 5 (SP-CNN and its loss).
@@ -93,6 +94,11 @@ SPECS: dict[str, ModelSpec] = {
     ),
     "sp_cnn": ModelSpec(
         "sp_cnn", "sp_cnn", train.build_sp_cnn, partial(train.train_sp_cnn, with_prior=True, name="sp_cnn"),
+        detect.detect_sp_cnn, "peak_threshold", False, (0.0, math.inf), None,
+    ),
+    "sp_cnn_hard": ModelSpec(
+        "sp_cnn_hard", "sp_cnn", train.build_sp_cnn,
+        partial(train.train_sp_cnn, with_prior=True, gate="hard", name="sp_cnn_hard"),
         detect.detect_sp_cnn, "peak_threshold", False, (0.0, math.inf), None,
     ),
     "sp_cnn_mse": ModelSpec(

@@ -142,10 +142,18 @@ class SpCnnLoss(keras.losses.Loss):
     ``y_true``: ``(B, H, W, 2)``: channel 0 the target map, channel 1 the edge map x-hat.
     ``y_pred``: ``(B, H, W, 1)``.
 
-    ``g_p``: "threshold then max-pool of window p". A hard step has zero gradient, which would
-    leave R without any effect on training; we keep the output's value where it passes the
-    threshold (``y_hat * [y_hat > t]``) so R's gradient reaches the network, then max-pool with
-    window p and stride 1 (to stay on x-hat's grid). R is averaged over pixels (and summed over
+    ``g_p``: "threshold then max-pool of window p" (Sec. 5.1). Two readings (``gate``):
+
+    * ``"hard"`` — the text's words: the thresholded output is the step ``[y_hat > t]``. A step has
+      zero gradient, so R changes the loss *value* but never the weights: training is plain MSE
+      with an offset that jumps whenever a pixel crosses ``t`` ("stuck in a singleton loss value"
+      is what such a loss curve looks like).
+    * ``"soft"`` (default, model ``sp_cnn``) — the output's value kept where it passes the
+      threshold (``y_hat * [y_hat > t]``) so R's gradient reaches the network. Eq. (3) subtracts
+      R, and with the linear output of the 6-layer FCN R is unbounded above, so MSE − R is
+      unbounded below: training must diverge (the output grows without limit on edges).
+
+    Then max-pool with window p and stride 1 (to stay on x-hat's grid). R is averaged over pixels (and summed over
     the priors) so its scale does not depend on the image size; the MSE is the pixel mean.
     With ``reg_weight = 0`` this is the plain MSE of the released notebook ("sp_cnn_mse").
 
@@ -158,6 +166,7 @@ class SpCnnLoss(keras.losses.Loss):
         pool_window: int = 5,
         threshold: float = 0.5,
         reg_weight: float = 1.0,
+        gate: str = "soft",
         name: str = "sp_cnn_loss",
         **kwargs,
     ):
@@ -170,6 +179,9 @@ class SpCnnLoss(keras.losses.Loss):
         self.pool_window = int(pool_window)
         self.threshold = float(threshold)
         self.reg_weight = float(reg_weight)
+        if gate not in ("soft", "hard"):
+            raise ValueError(f"gate must be 'soft' or 'hard', got {gate!r}")
+        self.gate = gate
 
     def get_config(self):
         return {
@@ -177,6 +189,7 @@ class SpCnnLoss(keras.losses.Loss):
             "pool_window": self.pool_window,
             "threshold": self.threshold,
             "reg_weight": self.reg_weight,
+            "gate": self.gate,
             "name": self.name,
         }
 
@@ -186,7 +199,8 @@ class SpCnnLoss(keras.losses.Loss):
         y_pred = ops.cast(y_pred, "float32")
         target, edges = y_true[..., :1], y_true[..., 1:2]
         mse = ops.mean((y_pred - target) ** 2, axis=(1, 2, 3))
-        gated = y_pred * ops.cast(y_pred > self.threshold, "float32")
+        step = ops.cast(y_pred > self.threshold, "float32")
+        gated = ops.stop_gradient(step) if self.gate == "hard" else y_pred * step
         pooled = ops.max_pool(gated, pool_size=self.pool_window, strides=1, padding="same")
         response = ops.conv(pooled * edges, ops.convert_to_tensor(self.kernel), strides=1, padding="same")
         r = ops.mean(ops.sum(response**2, axis=-1), axis=(1, 2))

@@ -135,8 +135,11 @@ def sp_cnn_dataset(images: np.ndarray, targets: np.ndarray, batch_size: int, see
 
 
 def train_sp_cnn(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, with_prior: bool = True,
-                 name: str = "sp_cnn", verbose=2):
+                 name: str = "sp_cnn", gate: str = "soft", verbose=2):
     """Train SP-CNN with ``MSE - R`` (``with_prior``, eq. 3) or plain MSE; returns ``(model, schedule)``.
+
+    ``gate``: how the output is thresholded inside R (``sp_cnn.SpCnnLoss``): ``soft`` (R's
+    gradient reaches the network) or ``hard`` (the text's step: R has no gradient).
 
     The shape priors (Sec. 5.1) are cut from the training edge maps and kept beside the weights
     (``train/<name>/shape_priors.npy``).
@@ -152,11 +155,12 @@ def train_sp_cnn(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, with_p
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "shape_priors.npy", priors)
     model = build_sp_cnn(cfg)
-    loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight if with_prior else 0.0)
+    loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight if with_prior else 0.0,
+                            gate=gate)
     model.compile(optimizer=make_optimizer(scfg.train), loss=loss)
     dataset = sp_cnn_dataset(images, targets, scfg.train.batch_size, seed)
-    return model, _fit(model, dataset, scfg.train, run_dir, name, verbose,
-                       loss="MSE - R (eq. 3)" if with_prior else "MSE", input_size=train.size)
+    described = f"MSE - R (eq. 3, {gate} threshold)" if with_prior else "MSE"
+    return model, _fit(model, dataset, scfg.train, run_dir, name, verbose, loss=described, input_size=train.size)
 
 
 # ----------------------------------------------------------------------------------------------

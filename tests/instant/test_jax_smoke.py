@@ -27,7 +27,7 @@ MODELS = {  # the models every smoke run must report (metrics.json has a few mor
     "fcn_segmentation": ("fcrn_a_pretrained", "fcrn_a_finetuned"),
     "cell_counting": ("c_resunet", "c_resunet_no_weightmap", "c_resunet_no_watershed"),
     "mitos_rcnn": ("mitos_rcnn", "faster_rcnn_conv4", "faster_rcnn_conv5"),
-    "spines": ("yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_mse"),
+    "spines": ("yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse"),
     "dwt_mitosis": ("dwt_unet_seg", "unet_seg", "rcnn_dwt_labels", "rcnn_unet_labels", "rcnn_manual_labels",
                     "faster_rcnn_phase2"),
 }

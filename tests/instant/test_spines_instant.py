@@ -65,19 +65,20 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
     source = DataSource("spines", data_dir, "test fixture")
     TASK.reproduce(run, source)
-    _check_metrics(run, ("yolov2", "sp_cnn", "sp_cnn_mse"))
+    _check_metrics(run, ("yolov2", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse"))
     # bootstrap intervals over images beside each rate and mAP, paired F1 differences (common.stats)
     recorded = json.loads((run.run_dir / "metrics.json").read_text())
-    for key in ("yolov2", "sp_cnn", "sp_cnn_mse"):
+    for key in ("yolov2", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse"):
         for metric in ("precision", "recall", "f1", "map50", "precision_released", "recall_released",
                        "f1_released"):
             assert {f"{metric}_ci_low", f"{metric}_ci_high"} <= set(recorded[key]["val"]), (key, metric)
     paired = recorded["paired"]["val"]
     for metric in ("f1", "f1_released"):
-        name = f"{metric}_diff__sp_cnn_mse__vs__sp_cnn"
-        assert {name, f"{name}_ci_low", f"{name}_ci_high"} <= set(paired)
-        diff = recorded["sp_cnn_mse"]["val"][metric] - recorded["sp_cnn"]["val"][metric]
-        assert paired[name] == pytest.approx(diff)
+        for other in ("sp_cnn", "sp_cnn_hard"):
+            name = f"{metric}_diff__sp_cnn_mse__vs__{other}"
+            assert {name, f"{name}_ci_low", f"{name}_ci_high"} <= set(paired)
+            diff = recorded["sp_cnn_mse"]["val"][metric] - recorded[other]["val"][metric]
+            assert paired[name] == pytest.approx(diff)
     assert not any("faster_rcnn" in k for k in paired)  # Faster R-CNN is off in this run
     prov = json.loads((run.run_dir / "provenance.json").read_text())
     assert prov["bootstrap"] == {"n_boot": 1000, "level": 0.95, "unit": "image", "seed": 0}
@@ -104,7 +105,7 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     run.metrics = {}
     TASK.evaluate(run, source)
     again = json.loads((run.run_dir / "metrics.json").read_text())
-    for key in ("yolov2", "sp_cnn", "sp_cnn_mse"):
+    for key in ("yolov2", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse"):
         for metric in ("f1", "map50", "score_threshold", "tp", "fp"):
             assert again[key]["val"][metric] == pytest.approx(metrics[key]["val"][metric]), (key, metric)
 

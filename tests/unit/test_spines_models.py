@@ -85,17 +85,17 @@ def test_timing_runs_one_image_at_a_time_after_a_warm_up_pass():
 def test_one_table_of_models_names_section_threshold_and_sizes():
     from microrepro.reproductions.spines.models import MODELS, SPECS
 
-    assert TASK.models == MODELS == ("yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_mse")
+    assert TASK.models == MODELS == ("yolov2", "faster_rcnn", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse")
     assert TASK.default_model == "yolov2"
     cfg = TASK.load_config("released", "short")
     assert SPECS["yolov2"].input_size(cfg) == (224, False)
     assert SPECS["faster_rcnn"].input_size(cfg) == (224, True)  # released: keep_aspect_ratio
     assert SPECS["sp_cnn_mse"].input_size(cfg) == (128, False)
-    assert [SPECS[m].threshold_rule(cfg) for m in MODELS] == ["fixed"] * 4
+    assert [SPECS[m].threshold_rule(cfg) for m in MODELS] == ["fixed"] * 5
     assert SPECS["faster_rcnn"].configured_threshold(cfg) == 0.6  # the released F1 script's
     assert SPECS["sp_cnn"].configured_threshold(cfg) == cfg.sp_cnn.peak_threshold
     paper = TASK.load_config("paper", "short")
-    assert [SPECS[m].threshold_rule(paper) for m in MODELS] == ["train_f1", "train_f1", "fixed", "fixed"]
+    assert [SPECS[m].threshold_rule(paper) for m in MODELS] == ["train_f1", "train_f1", "fixed", "fixed", "fixed"]
     assert SPECS["yolov2"].score_range == (0.0, 1.0) and SPECS["sp_cnn"].score_range[1] == float("inf")
     assert SPECS["yolov2"].nms_iou(paper) == paper.yolo.nms_iou and SPECS["sp_cnn"].nms_iou(paper) == 1.0
     with pytest.raises(Exception, match="unknown spines model"):

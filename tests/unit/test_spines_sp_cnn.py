@@ -78,3 +78,30 @@ def test_detect_peaks_returns_xy_sorted_by_score():
     np.testing.assert_allclose(scores, [0.9, 0.7])
     empty_points, empty_scores = sp_cnn.detect_peaks(np.zeros((8, 8)), 0.5)
     assert empty_points.shape == (0, 2) and empty_scores.shape == (0,)
+
+
+def _loss_and_grad(gate: str, reg_weight: float):
+    import keras
+
+    rng = np.random.default_rng(0)
+    priors = sp_cnn.select_shape_priors(rng.random((8, 5, 5)).astype(np.float32), 4, "random", 0)
+    y_true = np.concatenate([rng.random((1, 12, 12, 1)) > 0.8, rng.random((1, 12, 12, 1))], -1).astype(np.float32)
+    y_pred = keras.Variable(rng.uniform(0.0, 1.5, (1, 12, 12, 1)).astype(np.float32))
+    loss = sp_cnn.SpCnnLoss(priors, pool_window=3, threshold=0.5, reg_weight=reg_weight, gate=gate)
+    import tensorflow as tf  # the gradient tape is the test's, not the loss's
+
+    with tf.GradientTape() as tape:
+        value = loss(y_true, y_pred)
+    return float(value), np.asarray(tape.gradient(value, y_pred))
+
+
+def test_hard_threshold_gives_r_a_value_but_no_gradient():
+    """The text's step threshold (``gate="hard"``): MSE − R in value, plain MSE in gradient (Sec. 5.1)."""
+    hard_value, hard_grad = _loss_and_grad("hard", 1.0)
+    mse_value, mse_grad = _loss_and_grad("hard", 0.0)
+    soft_value, soft_grad = _loss_and_grad("soft", 1.0)
+    assert hard_value < mse_value  # R > 0 is subtracted
+    np.testing.assert_allclose(hard_grad, mse_grad, rtol=1e-5, atol=1e-7)
+    assert np.abs(soft_grad - mse_grad).max() > 1e-3  # the soft gate lets R move the output
+    with pytest.raises(ValueError, match="gate"):
+        sp_cnn.SpCnnLoss(np.ones((1, 3, 3), np.float32), gate="step")
