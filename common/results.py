@@ -107,15 +107,27 @@ def value_text(values: dict, metric: str) -> str:
     return text
 
 
-def seeds_text(group: list[dict], model: str, split: str, metric: str) -> str | None:
-    """``0.850 ± 0.020 (3 seeds)`` over the group's seeds that have the metric, or None (fewer than 2)."""
+def seed_values(group: list[dict], model: str, split: str, metric: str) -> list[float]:
+    """The metric's value in each run of the group that has it (finite numbers only)."""
     values = [run["metrics"].get(model, {}).get(split, {}).get(metric) for run in group]
-    values = [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+    return [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
+
+
+def seeds_text(group: list[dict], model: str, split: str, metric: str) -> str | None:
+    """``0.850 ± 0.020 (3 seeds) [0.780, 0.910]`` over the group's seeds that have the metric, or None
+    (fewer than 2). The brackets span the seeds' own 95 % bootstrap intervals (lowest low, highest
+    high) when every seed has one."""
+    values = seed_values(group, model, split, metric)
     if len(values) < 2:
         return None
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return f"{_fmt(mean)} ± {_fmt(sd)} ({len(values)} seeds)"
+    text = f"{_fmt(mean)} ± {_fmt(sd)} ({len(values)} seeds)"
+    lows = seed_values(group, model, split, metric + CI_LOW)
+    highs = seed_values(group, model, split, metric + CI_HIGH)
+    if len(lows) == len(highs) == len(values):
+        text += f" [{_fmt(min(lows))}, {_fmt(max(highs))}]"
+    return text
 
 
 def _fmt(value) -> str:
@@ -157,6 +169,29 @@ def data_label(run: dict, split: str) -> str:
     return f"{split} — {info.get('label', kind)}"
 
 
+def _arithmetic_table(table: dict, runs: list[dict], covered: set[tuple[str, str]]) -> list[str]:
+    """A table of values recomputed from the paper's own numbers (``kind: paper_arithmetic``).
+
+    Not a reproduction: no data is run, so the value sits in its own column with no seeds, data or
+    run; it is the same in every run (checked: a disagreement is shown, not hidden).
+    """
+    lines = ["_Arithmetic on the paper's own published numbers, not a reproduction: nothing was trained or "
+             "evaluated for these rows._", "",
+             "| model | metric | published | recomputed from the paper's numbers | Δ | source |",
+             "|---|---|---|---|---|---|"]
+    for row in table["rows"]:
+        model, metric, pub = row["model"], row["metric"], row["published"]
+        covered.add((model, metric))
+        values = sorted({_fmt(v) for run in runs for split in run["metrics"].get(model, {}).values()
+                         for k, v in split.items() if k == metric})
+        value = next((v for run in runs for split in run["metrics"].get(model, {}).values()
+                      for k, v in split.items() if k == metric), None)
+        text = " / ".join(values) if len(values) > 1 else _fmt(value)
+        delta = value - pub if isinstance(pub, (int, float)) and isinstance(value, (int, float)) else None
+        lines.append(f"| {model} | {metric} | {_fmt(pub)} | {text} | {_fmt(delta)} | {row['source']} |")
+    return lines + [""]
+
+
 def render(paper: str, root: Path | None = None) -> Path:
     """Write ``results/<paper>.md`` and return its path."""
     root = root or results_root()
@@ -179,6 +214,9 @@ def render(paper: str, root: Path | None = None) -> Path:
     covered: set[tuple[str, str]] = set()
     for table in published.get("tables", []):
         lines += [f"## {table.get('caption', table.get('id'))}", ""]
+        if table.get("kind") == "paper_arithmetic":
+            lines += _arithmetic_table(table, runs, covered)
+            continue
         lines += [
             "| model | metric | published | reproduced | Δ | data | run | source |",
             "|---|---|---|---|---|---|---|---|",
@@ -197,6 +235,9 @@ def render(paper: str, root: Path | None = None) -> Path:
                         continue
                     found = True
                     ours = values[metric]
+                    several = seed_values(group, model, split, metric)
+                    if len(several) > 1:
+                        ours = sum(several) / len(several)
                     delta = ours - pub if isinstance(pub, (int, float)) and ours is not None else None
                     ours_text = seeds_text(group, model, split, metric) or value_text(values, metric)
                     if metric.startswith(("ms_", "s_per")):
@@ -209,7 +250,8 @@ def render(paper: str, root: Path | None = None) -> Path:
                 lines.append(f"| {model} | {metric} | {pub_text} | not run | – | – | – | {row['source']} |")
         lines.append("")
     if any(len(group) > 1 for group in groups):
-        lines += ["With several seeds, _reproduced_ is mean ± sd over the seeds and Δ is the first seed's.", ""]
+        lines += ["With several seeds, _reproduced_ is mean ± sd over the seeds, in brackets the span of the seeds' "
+                  "own 95 % bootstrap intervals (lowest low, highest high), and Δ = mean − published.", ""]
     extra, paired = [], []
     for group in groups:
         run = group[0]

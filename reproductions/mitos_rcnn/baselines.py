@@ -8,7 +8,8 @@
   F1 on (at most ``MAX_FIT_FIELDS``) training fields: what "find the dark round blobs" gets.
 
 Both use the models' 8 um point rule (``eval.match_um``) and are recorded like models:
-``precision``, ``recall``, ``f1``, ``tp``, ``fp``, ``fn``, ``train_f1``; the chosen rule, score kind
+``precision``, ``recall``, ``f1`` (each with its 95 % bootstrap interval over test fields,
+``common.stats``), ``tp``, ``fp``, ``fn``, ``train_f1``; the chosen rule, score kind
 and threshold go to the run's ``schedule_run["baselines"]``.
 
 Reference: MITOS-RCNN Sec. V-A (F1 with the 8 um rule).
@@ -18,16 +19,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from microrepro.common import baselines
+from microrepro.common import baselines, stats
 
 POSITION, LOG_BLOBS = "baseline_position", "baseline_log_blobs"
 MODELS = (POSITION, LOG_BLOBS)
 MAX_FIT_FIELDS = 24  # LoG blobs take ~1 s per 512 px field on a CPU; the threshold needs no more
 
 
-def _values(result, train_f1: float) -> dict:
+def _values(result, train_f1: float, counts: dict) -> dict:
+    """The recorded row: rates with their bootstrap intervals over fields (``counts``: per field)."""
+    intervals = stats.bootstrap(counts, stats.detection_statistic)
     return {"precision": result.precision, "recall": result.recall, "f1": result.f1, "tp": result.tp,
-            "fp": result.fp, "fn": result.fn, "train_f1": train_f1}
+            "fp": result.fp, "fn": result.fn, "train_f1": train_f1,
+            **stats.interval_keys({k: intervals[k] for k in ("precision", "recall", "f1")})}
 
 
 def _per_field(points_per_field, fields, match_um: float) -> dict:
@@ -60,19 +64,22 @@ def evaluate_baselines(run, cfg, sets: dict, per_field: dict | None = None) -> d
         fit = baselines.fit_position(train, match_um)
         positions = [fit.rule.detect(f) for f in test]
         result = baselines.match_fields(positions, test, match_um)
+        counts = _per_field(positions, test, match_um)
         if per_field is not None:
-            per_field.setdefault(split, {})[POSITION] = _per_field(positions, test, match_um)
+            per_field.setdefault(split, {})[POSITION] = counts
         train_f1 = fit.train_f1[fit.rule.name]
-        run.add_metrics(POSITION, split, _values(result, train_f1) | {"pitch_px": fit.rule.pitch}, info)
+        run.add_metrics(POSITION, split, _values(result, train_f1, counts) | {"pitch_px": fit.rule.pitch}, info)
         print(f"[mitos_rcnn] {POSITION} on {split}: rule {fit.rule.name} (train F1 {train_f1:.3f}) -> "
               f"P {result.precision:.3f} R {result.recall:.3f} F1 {result.f1:.3f}")
         blob = baselines.fit_log_blobs(train[:MAX_FIT_FIELDS], match_um)
         found = [blob.detect(f.image, baselines.pixel_size(f))[0] for f in test]
         result = baselines.match_fields(found, test, match_um)
+        counts = _per_field(found, test, match_um)
         if per_field is not None:
-            per_field.setdefault(split, {})[LOG_BLOBS] = _per_field(found, test, match_um)
-        run.add_metrics(LOG_BLOBS, split, _values(result, blob.threshold.metric_value)
+            per_field.setdefault(split, {})[LOG_BLOBS] = counts
+        run.add_metrics(LOG_BLOBS, split, _values(result, blob.threshold.metric_value, counts)
                         | {"threshold": blob.threshold.value}, info)
+        run.extra["bootstrap"] = stats.settings()
         print(f"[mitos_rcnn] {LOG_BLOBS} on {split}: score {blob.score} >= {blob.threshold.value:.4g} (train F1 "
               f"{blob.threshold.metric_value:.3f}) -> P {result.precision:.3f} R {result.recall:.3f} "
               f"F1 {result.f1:.3f}")

@@ -4,6 +4,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from microrepro.common import results, runs
 from microrepro.common.errors import UserError
@@ -197,14 +198,36 @@ def test_table_shows_intervals_seed_spread_and_paired_orderings(tmp_path, monkey
                                            "f1_diff__net__vs__base_ci_high": 0.3}, info)
         run.publish(out_root)
     text = results.render("toy", out_root).read_text()
-    # three seeds: mean ± sd in the reproduced column, Δ of the first seed, every seed named
-    assert "| net | f1 | 0.900 | 0.800 ± 0.100 (3 seeds) | -0.100 | test — real: toyset, 30 img | " \
+    # three seeds: mean ± sd and the span of the seeds' intervals in the reproduced column,
+    # Δ = mean − published, every seed named
+    assert "| net | f1 | 0.900 | 0.800 ± 0.100 (3 seeds) [0.650, 0.950] | -0.100 | test — real: toyset, 30 img | " \
            "paper/short (shortened schedule), seeds 0,1,2 |" in text
     paired = text.split("## Paired comparisons")[1]
     assert paired.count("| f1_diff__net__vs__other | 0.200 [0.100, 0.300] | test — real: toyset, 30 img |") == 3
     assert paired.split("| f1_diff__net__vs__other |")[1].split("\n")[0].rstrip().endswith("| yes |")
     assert paired.split("| f1_diff__net__vs__base |")[1].split("\n")[0].rstrip().endswith("| no |")
     assert "_ci_low" not in text.split("## Provenance")[0]
+
+
+def test_delta_is_the_seed_mean_and_paper_arithmetic_has_its_own_column(tmp_path, monkeypatch):
+    (tmp_path / "reproductions" / "toy").mkdir(parents=True)
+    (tmp_path / "reproductions" / "toy" / "published.yaml").write_text(yaml.safe_dump({"paper": "Toy", "tables": [
+        {"id": "t1", "caption": "Table 1", "rows": [
+            {"model": "net", "metric": "f1", "published": 0.9, "source": "Table 1"}]},
+        {"id": "fig", "caption": "Fig. 2 counts", "kind": "paper_arithmetic", "rows": [
+            {"model": "fig_counts", "metric": "f1_top", "published": 0.5, "source": "Fig. 2"}]}]}))
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    out_root = tmp_path / "results"
+    for seed, f1 in ((0, 0.6), (1, 0.8)):
+        run = runs.Run.create("toy", Cfg(), "paper", "short", seed, out=tmp_path / "runs" / f"s{seed}")
+        run.add_metrics("net", "test", {"f1": f1}, runs.DataInfo("real", "toyset", 30))
+        run.add_metrics("fig_counts", "paper", {"f1_top": 0.7}, runs.DataInfo("real", "paper counts", 200))
+        run.publish(out_root)
+    text = results.render("toy", out_root).read_text()
+    assert "| net | f1 | 0.900 | 0.700 ± 0.141 (2 seeds) | -0.200 |" in text  # no interval stored: no span
+    fig = text.split("## Fig. 2 counts")[1].split("##")[0].split("With several seeds")[0]
+    assert "not a reproduction" in fig and "| fig_counts | f1_top | 0.500 | 0.700 | 0.200 | Fig. 2 |" in fig
+    assert "seeds" not in fig and "reproduced" not in fig
 
 
 def test_value_text_shows_the_interval_when_stored():
