@@ -190,6 +190,28 @@ def detection_statistic(per_image: PerImage) -> dict[str, float]:
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
+def per_image_counts(results) -> dict[str, np.ndarray]:
+    """``{"tp", "fp", "fn"}`` ``(I,)`` int64 from one match result per image (``common.matching``)."""
+    results = list(results)
+    return {k: np.array([getattr(r, k) for r in results], np.int64) for k in ("tp", "fp", "fn")}
+
+
+def detection_row(counts: PerImage) -> dict[str, float | int | None]:
+    """A detector's recorded row from its per-image ``tp``/``fp``/``fn``: pooled ``precision``,
+    ``recall``, ``f1``, totals ``tp``/``fp``/``fn``, and ``<rate>_ci_low``/``_ci_high`` of each rate
+    (``bootstrap`` over images with ``detection_statistic``).
+    """
+    point = detection_statistic(counts)
+    totals = {k: int(_sum(counts, k)) for k in ("tp", "fp", "fn")}
+    return {**point, **totals, **interval_keys(bootstrap(counts, detection_statistic))}
+
+
+def ci_text(values: Mapping[str, float | None], metric: str) -> str:
+    """``0.700..0.800`` (the stored 95 % interval of ``metric``), ``n/a`` when undefined or absent."""
+    low, high = values.get(f"{metric}_ci_low"), values.get(f"{metric}_ci_high")
+    return "n/a" if low is None or high is None else f"{low:.3f}..{high:.3f}"
+
+
 def counting_statistic(per_image: PerImage) -> dict[str, float]:
     """MAE, MedAE and signed mean error of per-image counts (``metrics.count_errors``).
 

@@ -30,7 +30,6 @@ from microrepro.reproductions.dwt_mitosis.data import ImageSet
 POSITION, LOG_BLOBS = "baseline_position", "baseline_log_blobs"
 MODELS = (POSITION, LOG_BLOBS)
 MAX_FIT_FIELDS = 24  # LoG blobs take ~0.3 s per 256 px field on a CPU; the threshold needs no more
-KEYS = ("recall", "precision", "f1")
 
 
 def as_samples(image_set: ImageSet) -> list[Sample]:
@@ -46,16 +45,12 @@ def _record(run: Run, model: str, split: str, test: ImageSet, found: list[np.nda
     """Match ``found`` points per image, record the row with intervals; return the per-image counts."""
     per_image = [matching.match_points(p, np.asarray(t, np.float64).reshape(-1, 2), match_um, pixel_size_um=px)
                  for p, t, px in zip(found, test.points, test.pixel_sizes, strict=True)]
-    total = matching.aggregate(per_image)
-    counts = {k: np.array([getattr(r, k) for r in per_image], np.int64) for k in ("tp", "fp", "fn")}
-    intervals = stats.bootstrap(counts, stats.detection_statistic)
-    values = {"recall": total.recall, "precision": total.precision, "f1": total.f1, "tp": total.tp,
-              "fp": total.fp, "fn": total.fn, **extra, **stats.interval_keys({k: intervals[k] for k in KEYS})}
+    counts = stats.per_image_counts(per_image)
+    values = {**stats.detection_row(counts), **extra}
     run.extra["bootstrap"] = stats.settings()
     run.add_metrics(model, split, values, test.info)
-    low, high = values["f1_ci_low"], values["f1_ci_high"]
-    print(f"[dwt_mitosis] {model} on {split}: recall {total.recall:.3f}, precision {total.precision:.3f}, "
-          f"F1 {total.f1:.3f} (95% " + ("n/a" if low is None else f"{low:.3f}..{high:.3f}") + ")")
+    print(f"[dwt_mitosis] {model} on {split}: recall {values['recall']:.3f}, precision {values['precision']:.3f}, "
+          f"F1 {values['f1']:.3f} (95% {stats.ci_text(values, 'f1')})")
     return counts
 
 

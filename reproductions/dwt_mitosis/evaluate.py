@@ -35,7 +35,6 @@ from microrepro.reproductions.dwt_mitosis.proposals import RegionSet
 from microrepro.reproductions.dwt_mitosis.segmentation import SEG_MODELS, predict_prob
 
 PIXEL_KEYS = ("precision", "recall", "f1", "iou", "mcc")
-DETECTION_KEYS = ("recall", "precision", "f1")
 # label-quality rates with an interval (n_generated / n_manual are totals of the sample, not rates)
 QUALITY_KEYS = ("box_iou_mean", "box_iou_median", "frac_iou_ge_0.5", "boxes_per_manual", "point_coverage")
 # Table 2's orderings, each (a, b) stored as a − b under model "paired" (task.rcnn_model names).
@@ -244,16 +243,12 @@ def evaluate_faster(run: Run, cfg: DwtMitosisConfig, model, domain: str, test: I
 def _record(run: Run, model: str, split: str, test: ImageSet, total, per_image: list, threshold: float,
             ms: float) -> dict[str, np.ndarray]:
     """Record a detector's row (rates with bootstrap intervals over images); return its per-image counts."""
-    counts = {k: np.array([getattr(r, k) for r in per_image], np.int64) for k in ("tp", "fp", "fn")}
-    intervals = stats.bootstrap(counts, stats.detection_statistic)
-    metrics = {"recall": total.recall, "precision": total.precision, "f1": total.f1, "tp": total.tp,
-               "fp": total.fp, "fn": total.fn, "threshold": float(threshold), "ms_per_image": ms,
-               **stats.interval_keys({k: intervals[k] for k in DETECTION_KEYS})}
+    counts = stats.per_image_counts(per_image)
+    metrics = {**stats.detection_row(counts), "threshold": float(threshold), "ms_per_image": ms}
     run.extra["bootstrap"] = stats.settings()
     run.add_metrics(model, split, metrics, test.info)
-    low, high = metrics["f1_ci_low"], metrics["f1_ci_high"]
-    print(f"[dwt_mitosis] {model} on {split}: recall {total.recall:.3f}, precision {total.precision:.3f}, "
-          f"F1 {total.f1:.3f} (95% " + ("n/a" if low is None else f"{low:.3f}..{high:.3f}") + ")")
+    print(f"[dwt_mitosis] {model} on {split}: recall {metrics['recall']:.3f}, precision {metrics['precision']:.3f}, "
+          f"F1 {metrics['f1']:.3f} (95% {stats.ci_text(metrics, 'f1')})")
     return counts
 
 

@@ -17,8 +17,6 @@ Reference: MITOS-RCNN Sec. V-A (F1 with the 8 um rule).
 
 from __future__ import annotations
 
-import numpy as np
-
 from microrepro.common import baselines, stats
 
 POSITION, LOG_BLOBS = "baseline_position", "baseline_log_blobs"
@@ -26,18 +24,15 @@ MODELS = (POSITION, LOG_BLOBS)
 MAX_FIT_FIELDS = 24  # LoG blobs take ~1 s per 512 px field on a CPU; the threshold needs no more
 
 
-def _values(result, train_f1: float, counts: dict) -> dict:
+def _values(train_f1: float, counts: dict) -> dict:
     """The recorded row: rates with their bootstrap intervals over fields (``counts``: per field)."""
-    intervals = stats.bootstrap(counts, stats.detection_statistic)
-    return {"precision": result.precision, "recall": result.recall, "f1": result.f1, "tp": result.tp,
-            "fp": result.fp, "fn": result.fn, "train_f1": train_f1,
-            **stats.interval_keys({k: intervals[k] for k in ("precision", "recall", "f1")})}
+    return {**stats.detection_row(counts), "train_f1": train_f1}
 
 
 def _per_field(points_per_field, fields, match_um: float) -> dict:
     """``{"tp", "fp", "fn"}`` per field (the bootstrap's unit, ``evaluation.record_paired``)."""
-    results = [baselines.match_fields([p], [f], match_um) for p, f in zip(points_per_field, fields, strict=True)]
-    return {k: np.array([getattr(r, k) for r in results], np.int64) for k in ("tp", "fp", "fn")}
+    return stats.per_image_counts(baselines.match_fields([p], [f], match_um)
+                                  for p, f in zip(points_per_field, fields, strict=True))
 
 
 def evaluate_baselines(run, cfg, sets: dict, per_field: dict | None = None) -> dict:
@@ -68,7 +63,7 @@ def evaluate_baselines(run, cfg, sets: dict, per_field: dict | None = None) -> d
         if per_field is not None:
             per_field.setdefault(split, {})[POSITION] = counts
         train_f1 = fit.train_f1[fit.rule.name]
-        run.add_metrics(POSITION, split, _values(result, train_f1, counts) | {"pitch_px": fit.rule.pitch}, info)
+        run.add_metrics(POSITION, split, _values(train_f1, counts) | {"pitch_px": fit.rule.pitch}, info)
         print(f"[mitos_rcnn] {POSITION} on {split}: rule {fit.rule.name} (train F1 {train_f1:.3f}) -> "
               f"P {result.precision:.3f} R {result.recall:.3f} F1 {result.f1:.3f}")
         blob = baselines.fit_log_blobs(train[:MAX_FIT_FIELDS], match_um)
@@ -77,7 +72,7 @@ def evaluate_baselines(run, cfg, sets: dict, per_field: dict | None = None) -> d
         counts = _per_field(found, test, match_um)
         if per_field is not None:
             per_field.setdefault(split, {})[LOG_BLOBS] = counts
-        run.add_metrics(LOG_BLOBS, split, _values(result, blob.threshold.metric_value, counts)
+        run.add_metrics(LOG_BLOBS, split, _values(blob.threshold.metric_value, counts)
                         | {"threshold": blob.threshold.value}, info)
         run.extra["bootstrap"] = stats.settings()
         print(f"[mitos_rcnn] {LOG_BLOBS} on {split}: score {blob.score} >= {blob.threshold.value:.4g} (train F1 "

@@ -154,3 +154,17 @@ def test_storage_keys():
                         "recall_diff__a__vs__b": 0.0, "recall_diff__a__vs__b_ci_low": 0.0,
                         "recall_diff__a__vs__b_ci_high": 0.0}
     assert all(key.endswith(stats.CI_SUFFIXES) for key in stats.interval_keys({"x": Interval(0, 1)}))
+
+
+def test_detection_row_pools_counts_and_carries_rate_intervals():
+    def result(tp, fp, fn):
+        return MatchResult(tp=tp, fp=fp, fn=fn, n_pred=tp + fp, n_gt=tp + fn)
+
+    counts = stats.per_image_counts([result(3, 1, 0), result(1, 1, 2), result(2, 0, 1)])
+    assert counts["tp"].tolist() == [3, 1, 2] and counts["tp"].dtype == np.int64
+    row = stats.detection_row(counts)
+    assert (row["tp"], row["fp"], row["fn"]) == (6, 2, 3)
+    assert row["precision"] == pytest.approx(6 / 8) and row["recall"] == pytest.approx(6 / 9)
+    for k in ("precision", "recall", "f1"):
+        assert row[f"{k}_ci_low"] <= row[k] <= row[f"{k}_ci_high"]
+    assert stats.ci_text(row, "f1").count("..") == 1 and stats.ci_text({}, "f1") == "n/a"
