@@ -65,6 +65,19 @@ def _dataset_list() -> str:
     return "\n".join(lines)
 
 
+def _data_args(parser, data_help: str, synthetic_help: str) -> None:
+    """``--data-dir`` and ``--synthetic`` (reproduce and evaluate)."""
+    parser.add_argument("--data-dir", type=Path, help=data_help)
+    parser.add_argument("--synthetic", action="store_true", help=synthetic_help)
+
+
+def _publish_args(parser) -> None:
+    """``--no-publish`` and ``--replace`` (reproduce and evaluate)."""
+    parser.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
+    parser.add_argument("--replace", action="store_true",
+                        help="let the run's summary replace another run's results/runs/<paper>/<name>.json")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from microrepro.common.bench import PRECISIONS
 
@@ -94,9 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rep.add_argument("paper", nargs="?", help="paper name (see `microrepro list`)")
-    rep.add_argument("--data-dir", type=Path, help="the data set folder, or a folder of data sets")
-    rep.add_argument("--synthetic", action="store_true",
-                     help="train and evaluate on the paper's synthetic generator, even when real data can be found")
+    _data_args(rep, "the data set folder, or a folder of data sets",
+               "train and evaluate on the paper's synthetic generator, even when real data can be found")
     rep.add_argument("--preset", default="paper", help="'paper' (as written) or 'released' (authors' code)")
     rep.add_argument(
         "--schedule",
@@ -112,9 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--resume", action="store_true",
                      help="continue the run in --out (refused when it is not a run folder; see below)")
     rep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-3")
-    rep.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
-    rep.add_argument("--replace", action="store_true",
-                     help="let the run's summary replace another run's results/runs/<paper>/<name>.json")
+    _publish_args(rep)
 
     ev = sub.add_parser(
         "evaluate",
@@ -124,11 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "validation split carved from train. Metrics are added to the run's metrics.json and the table.",
     )
     ev.add_argument("run_dir", type=Path)
-    ev.add_argument("--data-dir", type=Path, help="data set folder (default: as for reproduce)")
-    ev.add_argument("--synthetic", action="store_true", help="evaluate on the paper's synthetic generator")
-    ev.add_argument("--no-publish", action="store_true", help="do not copy the run summary into results/")
-    ev.add_argument("--replace", action="store_true",
-                    help="let the run's summary replace another run's results/runs/<paper>/<name>.json")
+    _data_args(ev, "data set folder (default: as for reproduce)", "evaluate on the paper's synthetic generator")
+    _publish_args(ev)
 
     pr = sub.add_parser(
         "predict",
