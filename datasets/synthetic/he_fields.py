@@ -22,6 +22,10 @@ dwt_mitosis phase 1); ``points`` its centre (for anaphase pairs: between the two
 ``boxes`` the mask's bounding box; ``labels`` 0 = mitosis. ``meta["confusers"]`` lists the
 look-alikes, ``meta["stain_matrix"]`` the true ``(2, 3)`` [H; E] unit OD vectors.
 
+Calibrated on: published values only (scanner pixel sizes of MITOS 2012 / MITOS-ATYPIA-14,
+figure and nucleus sizes from the histology literature, Macenko's stain-vector model); no AMi-Br
+crop (the real data of mitos_rcnn and dwt_mitosis) was used to set a parameter.
+
 Reference: mitos_rcnn Sec. III (MITOS 2012 scanners, pixel sizes); dwt_mitosis Sec. 3.1
 (pixel-level masks); Macenko et al., ISBI 2009 (OD / stain-vector model).
 """

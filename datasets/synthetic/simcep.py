@@ -16,6 +16,12 @@ patches the fcn_segmentation paper pre-trained on:
 Ground truth: foreground = cell (cytoplasm and nucleus). The instance mask labels whole cells;
 where cells overlap, the later (upper) cell owns the pixels (z-order).
 
+Calibrated on: the SIMCEP paper's model and parameter ranges and the fcn_segmentation paper's
+patch size and background-noise fraction (Sec. 7.1) only. The real fluorescence images
+(StarDist ``img2d``, DSB 2018 stage-1 test) appear beside it in ``microrepro preview`` for a visual
+check, but no parameter was fitted to them; the DSB images fcn_segmentation evaluates on were
+never used to set a value.
+
 Reference: Lehmussola et al., "Computational framework for simulating fluorescence microscope
 images with cell populations", IEEE TMI 26(7) 2007; fcn_segmentation paper Sec. 7.1 (200
 128x128 patches, simplex noise in the background of half of the images).

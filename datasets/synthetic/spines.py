@@ -16,6 +16,10 @@ are the 15x15 squares of the real labels (``x1 = x - 7``, ``x2 = x1 + 14``, whic
 border like ~1 % of the real boxes); ``mask_array`` labels each spine's head and neck outside
 the shaft. Counts follow the real spines-per-image histogram.
 
+Calibrated on: the real TRAINING split only (``train_labels.csv`` and its crops: image sizes,
+spines-per-image histogram, box size, blur, JPEG quality; 1653 images). The 183 held-back test
+images were never read; the synthetic data is used only when the real data is absent.
+
 Reference: spines paper Sec. 2 (data: 1-8 spines per image, 15.36 px/µm, 15x15 boxes).
 """
 
