@@ -204,9 +204,13 @@ def test_table_shows_intervals_seed_spread_and_paired_orderings(tmp_path, monkey
            "paper/short (shortened schedule), seeds 0,1,2 |" in text
     paired = text.split("## Paired comparisons")[1]
     assert paired.count("| f1_diff__net__vs__other | 0.200 [0.100, 0.300] | test — real: toyset, 30 img |") == 3
-    assert paired.split("| f1_diff__net__vs__other |")[1].split("\n")[0].rstrip().endswith("| yes |")
-    assert paired.split("| f1_diff__net__vs__base |")[1].split("\n")[0].rstrip().endswith("| no |")
+    each = paired.split("Each seed:")[1]
+    assert each.split("| f1_diff__net__vs__other |")[1].split("\n")[0].rstrip().endswith("| yes |")
+    assert each.split("| f1_diff__net__vs__base |")[1].split("\n")[0].rstrip().endswith("| no |")
     assert "_ci_low" not in text.split("## Provenance")[0]
+    # and one summary row per comparison over the seeds: mean, and how many seeds support which way
+    assert "| f1_diff__net__vs__other | 0.200 | 3/3 | 0/3 | 0/3 | test — real: toyset, 30 img |" in paired
+    assert "| f1_diff__net__vs__base | 0.100 | 0/3 | 0/3 | 3/3 |" in paired
 
 
 def test_delta_is_the_seed_mean_and_paper_arithmetic_has_its_own_column(tmp_path, monkeypatch):
