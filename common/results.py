@@ -278,28 +278,31 @@ def render(paper: str, root: Path | None = None) -> Path:
                   "own 95 % bootstrap intervals (lowest low, highest high), and Δ = mean − published.", ""]
     extra, paired, summary = [], [], []
     for group in groups:
-        run = group[0]
-        seeds = [r["provenance"].get("seed") for r in group]
-        for model, splits in sorted(run["metrics"].items()):
-            for split, values in sorted(splits.items()):
-                for metric in sorted(values):
-                    if _is_interval_key(metric) or (model, metric) in covered:
+        # every (model, split, metric) of any seed: a later seed may have models an earlier one lacks
+        found = sorted({(model, split, metric) for r in group for model, splits in r["metrics"].items()
+                        for split, metrics in splits.items() for metric in metrics})
+        for model, split, metric in found:
+            run = next(r for r in group if metric in r["metrics"].get(model, {}).get(split, {}))
+            values = run["metrics"][model][split]
+            if _is_interval_key(metric) or (model, metric) in covered:
+                continue
+            if model == PAIRED:  # one row per seed: each has its own paired interval
+                if len(group) > 1:
+                    summary.append(_paired_over_seeds(group, split, metric))
+                for each in group:
+                    own = each["metrics"].get(model, {}).get(split, {})
+                    if metric not in own:
                         continue
-                    if model == PAIRED:  # one row per seed: each has its own paired interval
-                        if len(group) > 1:
-                            summary.append(_paired_over_seeds(group, split, metric))
-                        for each in group:
-                            own = each["metrics"].get(model, {}).get(split, {})
-                            if metric not in own:
-                                continue
-                            low, high = own.get(metric + CI_LOW), own.get(metric + CI_HIGH)
-                            supported = low is not None and high is not None and (low > 0 or high < 0)
-                            paired.append(f"| {metric} | {value_text(own, metric)} | {data_label(each, split)} | "
-                                          f"{run_label(each)} | {'yes' if supported else 'no'} |")
-                        continue
-                    text = seeds_text(group, model, split, metric) or value_text(values, metric)
-                    where = f"{data_label(run, split)} | {run_label(run, seeds)}"
-                    extra.append(f"| {model} | {metric} | {text} | {where} |")
+                    low, high = own.get(metric + CI_LOW), own.get(metric + CI_HIGH)
+                    supported = low is not None and high is not None and (low > 0 or high < 0)
+                    paired.append(f"| {metric} | {value_text(own, metric)} | {data_label(each, split)} | "
+                                  f"{run_label(each)} | {'yes' if supported else 'no'} |")
+                continue
+            text = seeds_text(group, model, split, metric) or value_text(values, metric)
+            having = [r["provenance"].get("seed") for r in group
+                      if metric in r["metrics"].get(model, {}).get(split, {})]
+            where = f"{data_label(run, split)} | {run_label(run, having)}"
+            extra.append(f"| {model} | {metric} | {text} | {where} |")
     if any(any(_is_interval_key(m) for v in r["metrics"].values() for s in v.values() for m in s) for r in runs):
         lines += ["Intervals in brackets: 95 % bootstrap over images (1000 resamples of the evaluation images, "
                   "each metric recomputed as the paper computes it).", ""]

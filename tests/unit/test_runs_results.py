@@ -275,3 +275,21 @@ def test_provenance_names_the_commit_the_run_started_from(tmp_path, monkeypatch)
     again = runs.Run.create("toy", Cfg(), "paper", "short", 0, out=tmp_path / "run", resume=True)
     prov = again.provenance()
     assert prov["commit"] == "bbbb" and prov["resumed_from_commit"] == "aaaa"
+
+
+def test_a_model_only_a_later_seed_has_is_still_shown(tmp_path, monkeypatch):
+    _published(tmp_path)
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    out_root = tmp_path / "results"
+    info = runs.DataInfo("real", "toyset", 30)
+    for seed in (0, 1):
+        run = runs.Run.create("toy", Cfg(), "paper", "short", seed, out=tmp_path / "runs" / f"s{seed}")
+        run.add_metrics("net", "test", {"f1": 0.8}, info)
+        if seed == 1:  # added after seed 0 was published
+            run.add_metrics("newer", "test", {"f1": 0.6}, info)
+            run.add_metrics("paired", "test", {"f1_diff__net__vs__newer": 0.2, "f1_diff__net__vs__newer_ci_low": 0.1,
+                                               "f1_diff__net__vs__newer_ci_high": 0.3}, info)
+        run.publish(out_root)
+    text = results.render("toy", out_root).read_text()
+    assert "| newer | f1 | 0.600 | test — real: toyset, 30 img | paper/short (shortened schedule), seed 1 |" in text
+    assert "| f1_diff__net__vs__newer | 0.200 [0.100, 0.300] |" in text.split("## Paired comparisons")[1]
