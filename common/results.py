@@ -169,6 +169,15 @@ def data_label(run: dict, split: str) -> str:
     return f"{split} — {info.get('label', kind)}"
 
 
+def _has(run: dict, model: str, split: str, metric: str) -> bool:
+    return metric in run["metrics"].get(model, {}).get(split, {})
+
+
+def _seeds_having(group: list[dict], model: str, split: str, metric: str) -> list:
+    """The seeds of the group's runs that recorded ``metric`` of ``model`` on ``split``."""
+    return [r["provenance"].get("seed") for r in group if _has(r, model, split, metric)]
+
+
 def _paired_over_seeds(group: list[dict], split: str, metric: str) -> str:
     """One summary row of a paired difference over a group's seeds: mean and how many seeds'
     intervals put A above B, B above A, or include 0."""
@@ -188,9 +197,9 @@ def _paired_over_seeds(group: list[dict], split: str, metric: str) -> str:
             level += 1
     n = len(values)
     mean = sum(values) / n if n else None
-    seeds = [r["provenance"].get("seed") for r in group]
+    having = _seeds_having(group, PAIRED, split, metric)
     return (f"| {metric} | {_fmt(mean)} | {above}/{n} | {below}/{n} | {level}/{n} | {data_label(group[0], split)} | "
-            f"{run_label(group[0], seeds)} |")
+            f"{run_label(group[0], having)} |")
 
 
 def _arithmetic_table(table: dict, runs: list[dict], covered: set[tuple[str, str]]) -> list[str]:
@@ -206,11 +215,10 @@ def _arithmetic_table(table: dict, runs: list[dict], covered: set[tuple[str, str
     for row in table["rows"]:
         model, metric, pub = row["model"], row["metric"], row["published"]
         covered.add((model, metric))
-        values = sorted({_fmt(v) for run in runs for split in run["metrics"].get(model, {}).values()
-                         for k, v in split.items() if k == metric})
-        value = next((v for run in runs for split in run["metrics"].get(model, {}).values()
-                      for k, v in split.items() if k == metric), None)
-        text = " / ".join(values) if len(values) > 1 else _fmt(value)
+        found = [split[metric] for run in runs for split in run["metrics"].get(model, {}).values() if metric in split]
+        value = found[0] if found else None
+        shown = sorted({_fmt(v) for v in found})
+        text = " / ".join(shown) if len(shown) > 1 else _fmt(value)
         delta = value - pub if isinstance(pub, (int, float)) and isinstance(value, (int, float)) else None
         lines.append(f"| {model} | {metric} | {_fmt(pub)} | {text} | {_fmt(delta)} | {row['source']} |")
     return lines + [""]
@@ -252,11 +260,10 @@ def render(paper: str, root: Path | None = None) -> Path:
             pub_text = _fmt(pub) + (f" ({row['hardware']})" if row.get("hardware") else "")
             found = False
             for group in groups:
-                run = group[0]
-                seeds = [r["provenance"].get("seed") for r in group]
-                for split, values in sorted(run["metrics"].get(model, {}).items()):
-                    if metric not in values:
-                        continue
+                splits = {s for r in group for s in r["metrics"].get(model, {}) if _has(r, model, s, metric)}
+                for split in sorted(splits):
+                    run = next(r for r in group if _has(r, model, split, metric))
+                    values, seeds = run["metrics"][model][split], _seeds_having(group, model, split, metric)
                     found = True
                     ours = values[metric]
                     several = seed_values(group, model, split, metric)
@@ -282,8 +289,6 @@ def render(paper: str, root: Path | None = None) -> Path:
         found = sorted({(model, split, metric) for r in group for model, splits in r["metrics"].items()
                         for split, metrics in splits.items() for metric in metrics})
         for model, split, metric in found:
-            run = next(r for r in group if metric in r["metrics"].get(model, {}).get(split, {}))
-            values = run["metrics"][model][split]
             if _is_interval_key(metric) or (model, metric) in covered:
                 continue
             if model == PAIRED:  # one row per seed: each has its own paired interval
@@ -298,10 +303,9 @@ def render(paper: str, root: Path | None = None) -> Path:
                     paired.append(f"| {metric} | {value_text(own, metric)} | {data_label(each, split)} | "
                                   f"{run_label(each)} | {'yes' if supported else 'no'} |")
                 continue
-            text = seeds_text(group, model, split, metric) or value_text(values, metric)
-            having = [r["provenance"].get("seed") for r in group
-                      if metric in r["metrics"].get(model, {}).get(split, {})]
-            where = f"{data_label(run, split)} | {run_label(run, having)}"
+            run = next(r for r in group if _has(r, model, split, metric))
+            text = seeds_text(group, model, split, metric) or value_text(run["metrics"][model][split], metric)
+            where = f"{data_label(run, split)} | {run_label(run, _seeds_having(group, model, split, metric))}"
             extra.append(f"| {model} | {metric} | {text} | {where} |")
     if any(any(_is_interval_key(m) for v in r["metrics"].values() for s in v.values() for m in s) for r in runs):
         lines += ["Intervals in brackets: 95 % bootstrap over images (1000 resamples of the evaluation images, "

@@ -20,11 +20,10 @@ Calibrated on: the paper's description and figures (Sec. 2, Fig. 1, 10, 11: shap
 distribution, artifacts) and, for the values whose comments say "real" or "measured" (cell size:
 mean mask area ~1100 px, read noise, background level, stain colours), the public ``fnc_sample``
 fields, the only real FNC images in reach when it was written (the history records no other
-source). Those two fields
-are also cell_counting's sim-to-real evaluation split ``real_fields``, so the ``real_fields`` rows
-are NOT independent of this calibration (the README says so); the fields the shared copy holds
-back and the full FNC test set were never looked at. Nothing was tuned on the synthetic test
-fields' scores.
+source). Those two fields are also cell_counting's sim-to-real evaluation split ``real_fields``,
+so the ``real_fields`` rows are NOT independent of this calibration (the README says so); the
+fields the shared copy holds back and the full FNC test set were never looked at. Nothing was
+tuned on the synthetic test fields' scores.
 
 Reference: Morelli et al., "Automatic cell counting in fluorescent microscopy using deep
 learning" (cell_counting paper), Sec. 2 (data: shapes, brightness, artifacts, clumps,

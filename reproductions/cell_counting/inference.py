@@ -82,13 +82,11 @@ def postprocessor(key: str, sizes: post.PostprocessSizes) -> Callable[[np.ndarra
     """``fn(heat (H, W), threshold) -> (H, W) int32 instance labels`` for a model key.
 
     ``post.separate_cells`` for the paper's pipeline, with the steps of ``SKIPPED[key]`` left out
-    for a post-processing ablation (``post.connected_components`` when all are).
+    for a post-processing ablation (all of them: ``post.connected_components``).
 
     Reference: Sec. 4.3.
     """
     skip = SKIPPED.get(key, ())
-    if tuple(skip) == post.STEPS:
-        return post.connected_components
     return lambda heat, threshold: post.separate_cells(heat, threshold, sizes, skip=skip)
 
 

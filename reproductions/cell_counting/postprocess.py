@@ -167,10 +167,7 @@ def connected_components(heatmap: np.ndarray, threshold: float) -> np.ndarray:
     Returns:
         ``(H, W)`` int32 instance labels.
     """
-    from skimage.measure import label
-
-    heatmap = _check_heatmap(heatmap)
-    return label(heatmap > threshold, connectivity=2).astype(np.int32)
+    return separate_cells(heatmap, threshold, skip=STEPS)
 
 
 def _remove_small_holes(binary, size, fn):

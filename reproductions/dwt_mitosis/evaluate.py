@@ -198,7 +198,7 @@ def evaluate_rcnn(run: Run, cfg: DwtMitosisConfig, detector, name: str, model: s
 
     extractor, head = detector
     boxes, scores = detect_set(extractor, head, test, regions, cfg)
-    total, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
+    _, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
     counts = [len(regions.of_image(k)) for k in range(len(test))]
     k = int(np.argsort(counts, kind="stable")[len(counts) // 2])  # an image of median proposal count
     idx = regions.of_image(k)
@@ -206,7 +206,7 @@ def evaluate_rcnn(run: Run, cfg: DwtMitosisConfig, detector, name: str, model: s
     scoring = median_seconds(lambda: rcnn.detect(extractor, head, regions.warps[idx], regions.boxes[idx],
                                                  cfg.rcnn.nms_iou, shape[0], shape[1]), cfg.eval.timing_repeats)
     ms = 1000.0 * (regions.seconds_proposals / max(len(test), 1) + scoring)
-    counts = _record(run, model, split, test, total, per_image, threshold, ms)
+    counts = _record(run, model, split, test, per_image, threshold, ms)
     detections_figure(run, f"detections_{name}", test, boxes, scores, threshold, cfg)
     return counts
 
@@ -232,15 +232,15 @@ def evaluate_faster(run: Run, cfg: DwtMitosisConfig, model, domain: str, test: I
     from microrepro.reproductions.dwt_mitosis.faster import FASTER, faster_detect
 
     boxes, scores = faster_detect(model, test.images)
-    total, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
+    _, per_image = match_detections(boxes, scores, test, threshold, cfg.eval.match_um)
     one = np.stack(test.images[:1]).astype(np.float32) / 255.0
     ms = 1000.0 * median_seconds(lambda: model.predict_detections(one), cfg.eval.timing_repeats)
-    counts = _record(run, FASTER, f"{domain}_{test.name}", test, total, per_image, threshold, ms)
+    counts = _record(run, FASTER, f"{domain}_{test.name}", test, per_image, threshold, ms)
     detections_figure(run, f"detections_{FASTER}_{domain}", test, boxes, scores, threshold, cfg)
     return counts
 
 
-def _record(run: Run, model: str, split: str, test: ImageSet, total, per_image: list, threshold: float,
+def _record(run: Run, model: str, split: str, test: ImageSet, per_image: list, threshold: float,
             ms: float) -> dict[str, np.ndarray]:
     """Record a detector's row (rates with bootstrap intervals over images); return its per-image counts."""
     counts = stats.per_image_counts(per_image)

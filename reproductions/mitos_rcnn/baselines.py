@@ -58,26 +58,25 @@ def evaluate_baselines(run, cfg, sets: dict, per_field: dict | None = None) -> d
             continue
         fit = baselines.fit_position(train, match_um)
         positions = [fit.rule.detect(f) for f in test]
-        result = baselines.match_fields(positions, test, match_um)
         counts = _per_field(positions, test, match_um)
         if per_field is not None:
             per_field.setdefault(split, {})[POSITION] = counts
         train_f1 = fit.train_f1[fit.rule.name]
-        run.add_metrics(POSITION, split, _values(train_f1, counts) | {"pitch_px": fit.rule.pitch}, info)
+        row = _values(train_f1, counts)
+        run.add_metrics(POSITION, split, row | {"pitch_px": fit.rule.pitch}, info)
         print(f"[mitos_rcnn] {POSITION} on {split}: rule {fit.rule.name} (train F1 {train_f1:.3f}) -> "
-              f"P {result.precision:.3f} R {result.recall:.3f} F1 {result.f1:.3f}")
+              f"P {row['precision']:.3f} R {row['recall']:.3f} F1 {row['f1']:.3f}")
         blob = baselines.fit_log_blobs(train[:MAX_FIT_FIELDS], match_um)
         found = [blob.detect(f.image, baselines.pixel_size(f))[0] for f in test]
-        result = baselines.match_fields(found, test, match_um)
         counts = _per_field(found, test, match_um)
         if per_field is not None:
             per_field.setdefault(split, {})[LOG_BLOBS] = counts
-        run.add_metrics(LOG_BLOBS, split, _values(blob.threshold.metric_value, counts)
-                        | {"threshold": blob.threshold.value}, info)
+        row = _values(blob.threshold.metric_value, counts)
+        run.add_metrics(LOG_BLOBS, split, row | {"threshold": blob.threshold.value}, info)
         run.extra["bootstrap"] = stats.settings()
         print(f"[mitos_rcnn] {LOG_BLOBS} on {split}: score {blob.score} >= {blob.threshold.value:.4g} (train F1 "
-              f"{blob.threshold.metric_value:.3f}) -> P {result.precision:.3f} R {result.recall:.3f} "
-              f"F1 {result.f1:.3f}")
+              f"{blob.threshold.metric_value:.3f}) -> P {row['precision']:.3f} R {row['recall']:.3f} "
+              f"F1 {row['f1']:.3f}")
         chosen[split] = {"position": fit.rule.name,
                          "log_blobs": {"score": blob.score, "threshold": blob.threshold.value,
                                        "fit_fields": min(len(train), MAX_FIT_FIELDS)}}

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import yaml
 from skimage.draw import disk
+from skimage.measure import label
 
 from microrepro.common.errors import ConfigError, UserError
 from microrepro.reproductions.cell_counting import data as D
@@ -172,7 +173,10 @@ def test_intervals_over_fields_and_paired_differences():
 
 
 def test_threshold_only_postprocessor_is_connected_components():
-    assert I.postprocessor(I.THRESHOLD_ONLY, post.PostprocessSizes()) is post.connected_components
+    heat = _two_touching_cells_with_hole_and_speck()
+    labels = I.postprocessor(I.THRESHOLD_ONLY, post.PostprocessSizes())(heat, 0.5)
+    np.testing.assert_array_equal(labels, post.connected_components(heat, 0.5))
+    np.testing.assert_array_equal(labels, label(heat > 0.5, connectivity=2))
     assert all(I.NETWORK[key] == I.FULL for key in I.SKIPPED)
     assert TASK.models == I.MODELS and TASK.default_model == I.FULL
 
