@@ -333,6 +333,7 @@ def _reproduce_one(args, seed: int) -> int:
     training.set_seed(seed)
     created = next((p for p in reversed([Path(out), *Path(out).parents]) if not p.exists()), None)
     run = Run.create(paper, cfg, args.preset, args.schedule, seed, out=out, resume=args.resume)
+    run.extra["overrides"] = list(args.set or [])  # the --set values, in the summary (choice trials name them)
     what = "continuing the unfinished run in " if run.continued and not args.resume else ""
     print(f"[run] {what}{run.run_dir}  (preset {args.preset}, schedule {args.schedule}, seed {seed})")
     try:

@@ -66,6 +66,36 @@ def load_runs(paper: str, root: Path | None = None) -> list[dict]:
     return runs
 
 
+def load_choices(paper: str, root: Path | None = None) -> list[dict]:
+    """Model-selection trials of ``paper`` (``results/runs/<paper>/choices/*.json``), by name."""
+    folder = (root or results_root()) / "runs" / paper / "choices"
+    return sorted(load_runs(f"{paper}/choices", root) if folder.is_dir() else [], key=lambda r: r["_file"])
+
+
+def _choices_section(trials: list[dict]) -> list[str]:
+    """One row per (trial, model): its ``--set`` values and F1 on the validation split."""
+    lines = [
+        "## Choices made on the validation split (never reported above)",
+        "",
+        "Model-selection trials (`data.evaluate_on: val`): each is a run scored on the split carved from training "
+        "for choices only; the config values they decided are the ones the runs above use.",
+        "",
+        "| trial | `--set` | model | F1 [95 % interval] | mAP@0.5 | data | run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for trial in trials:
+        prov = trial["provenance"]
+        overrides = ", ".join(f"`{o}`" for o in prov.get("overrides") or []) or "(none)"
+        for model, splits in sorted(trial["metrics"].items()):
+            for split, values in sorted(splits.items()):
+                if "f1" not in values:
+                    continue
+                lines.append(f"| {Path(trial['_file']).stem} | {overrides} | {model} | {value_text(values, 'f1')} | "
+                             f"{value_text(values, 'map50') if 'map50' in values else '–'} | "
+                             f"{data_label(trial, split)} | {run_label(trial)}, commit `{prov.get('commit')}` |")
+    return lines + [""]
+
+
 def select_runs(runs: list[dict]) -> list[dict]:
     """The newest run of each (preset, schedule, seed), best schedule first, smoke runs left out."""
     chosen: dict[tuple, dict] = {}
@@ -342,6 +372,9 @@ def render(paper: str, root: Path | None = None) -> Path:
             *extra,
             "",
         ]
+    trials = load_choices(paper, root)
+    if trials:
+        lines += _choices_section(trials)
     notes = published.get("notes") or []
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]

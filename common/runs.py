@@ -494,7 +494,7 @@ class Run:
     def open(cls, paper: str, run_dir: Path, config: Any) -> Run:
         """Re-open a finished run folder (for ``evaluate``): keeps its metrics and provenance."""
         _, prov, metrics = load_run(run_dir)
-        extra = {k: prov[k] for k in ("resumed_from_commit", "commit_note", "distribution") if prov.get(k)}
+        extra = {k: prov[k] for k in ("resumed_from_commit", "commit_note", "distribution", "overrides") if prov.get(k)}
         run = cls(
             paper=paper,
             run_dir=Path(run_dir),
@@ -558,10 +558,16 @@ class Run:
         self.status = "finished"
         self.save()
 
+    @property
+    def is_choice_trial(self) -> bool:
+        """A model-selection trial: the config's ``data.evaluate_on`` is ``val`` (scored on the
+        validation split only; published under ``results/runs/<paper>/choices/``, never in a table)."""
+        return getattr(getattr(self.config, "data", None), "evaluate_on", "reported") == "val"
+
     def summary_path(self, results_dir: Path | None = None, replace: bool = False) -> Path:
         """Where :meth:`publish` writes this run's summary (see the module doc); nothing is written."""
         results_dir = Path(results_dir) if results_dir else results_root()
-        folder = results_dir / "runs" / self.paper
+        folder = results_dir / "runs" / self.paper / ("choices" if self.is_choice_trial else "")
         target = folder / f"{self.run_dir.name}.json"
         if replace or not target.is_file():
             return target
@@ -578,19 +584,20 @@ class Run:
 
         The summary goes to :meth:`summary_path`: ``results/runs/<paper>/<name>.json``, or beside it
         as ``<name>-<run_id>.json`` when that file is another run's (announced); ``replace=True``
-        writes over it. Figures go to ``results/<paper>/<summary stem>/``.
+        writes over it. Figures go to ``results/<paper>/<summary stem>/``. A model-selection trial
+        (:attr:`is_choice_trial`) goes to ``results/runs/<paper>/choices/``, without figures.
         """
         import shutil
 
         results_dir = Path(results_dir) if results_dir else results_root()
         target = self.summary_path(results_dir, replace)
-        plain = results_dir / "runs" / self.paper / f"{self.run_dir.name}.json"
+        plain = target.parent / f"{self.run_dir.name}.json"
         if target != plain:
             print(f"[results] {plain} holds another run's summary (a shipped result or a run of the same name "
                   f"elsewhere): this run's goes beside it as {target.name} (--replace would replace it)")
         target.parent.mkdir(parents=True, exist_ok=True)
         figures = []
-        for png in sorted((self.run_dir / "figures").glob("*.png")):
+        for png in [] if self.is_choice_trial else sorted((self.run_dir / "figures").glob("*.png")):
             dest = results_dir / self.paper / target.stem / png.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(png, dest)

@@ -149,16 +149,28 @@ def prepare(samples: list[Sample], size: int, max_boxes: int = 16, keep_aspect_r
 def load_splits(data, cfg, seed: int) -> dict:
     """The train / evaluation samples of a run.
 
+    Three parts, so that no choice is made on what the tables report:
+
+    - the **reported** split: the real ``test`` split when the data folder has one, else
+      ``holdout``, ``cfg.data.holdout_fraction`` of train carved (stratified by spines per image)
+      with the fixed ``cfg.data.holdout_seed``: the same images for every run seed;
+    - ``val``: ``cfg.data.val_fraction`` of what is left, carved with the run's seed: where
+      model-selection trials (``data.evaluate_on: val``) are scored, never reported;
+    - ``train``: the rest, the same for a reported run and a trial of the same seed.
+
+    The synthetic generator's images (tests, and runs with no real data) are cut in order: the
+    reported split first, then the trial's selection split; a trial trains on what follows both.
+
     Args:
         data: ``common.data_sources.DataSource`` (``path`` None -> synthetic generator).
         cfg: the resolved ``SpinesConfig``.
         seed: seed of the validation carve and the synthetic generator.
 
     Returns:
-        ``{"train": [Sample], "eval": [Sample], "eval_split": "test"|"val"|"synthetic_val",
-        "kind": "real"|"synthetic", "files": [Path], "note": str}``. The evaluation split is the
-        real ``test`` split when the data folder has one, else ``val`` carved (stratified) from train.
+        ``{"train": [Sample], "eval": [Sample], "eval_split": "test"|"holdout"|"val"|"synthetic_val"|
+        "synthetic_selection", "kind": "real"|"synthetic", "files": [Path], "note": str}``.
     """
+    trial = cfg.data.evaluate_on == "val"
     if data.path is None:
         from microrepro.datasets.synthetic import spines as synthetic_spines
 
@@ -166,11 +178,13 @@ def load_splits(data, cfg, seed: int) -> dict:
               f"({cfg.data.synthetic_images} images)")
         samples = synthetic_spines.generate(cfg.data.synthetic_images, seed)
         n_val = max(1, int(round(len(samples) * cfg.data.val_fraction)))
-        train, evaluation = samples[n_val:], samples[:n_val]
-        train = _limit(train, cfg.data.max_train_images)
-        evaluation = _limit(evaluation, cfg.data.max_eval_images)
-        return {"train": train, "eval": evaluation, "eval_split": "synthetic_val", "kind": "synthetic", "files": [],
-                "note": "synthetic spines generator"}
+        if trial:
+            evaluation, split, train = samples[n_val:2 * n_val], "synthetic_selection", samples[2 * n_val:]
+        else:
+            evaluation, split, train = samples[:n_val], "synthetic_val", samples[n_val:]
+        return {"train": _limit(train, cfg.data.max_train_images),
+                "eval": _limit(evaluation, cfg.data.max_eval_images), "eval_split": split,
+                "kind": "synthetic", "files": [], "note": "synthetic spines generator"}
     from microrepro.datasets import spines as spines_data
     from microrepro.datasets.splits import stratified_split
 
@@ -180,15 +194,21 @@ def load_splits(data, cfg, seed: int) -> dict:
 
         return own_data.load_splits(root, cfg, seed, _limit)
     train = spines_data.load(root, split="train")
-    has_test = getattr(spines_data, "has_split", None)
-    if has_test is not None and has_test(root, "test"):
-        evaluation = spines_data.load(root, split="test")
-        split, note = "test", "held-out test split"
+    if spines_data.has_split(root, "test"):
+        reported, split, note = spines_data.load(root, split="test"), "test", "held-out test split"
     else:
-        train, evaluation = stratified_split(train, val_fraction=cfg.data.val_fraction, seed=seed)
-        split, note = "val", f"{cfg.data.val_fraction:.0%} of train, stratified by spines/image, seed {seed}"
+        fraction = cfg.data.holdout_fraction
+        train, reported = stratified_split(train, val_fraction=fraction, seed=cfg.data.holdout_seed)
+        split = "holdout"
+        note = (f"{fraction:.0%} of train, stratified by spines/image, seed {cfg.data.holdout_seed} for every run "
+                f"(no test split in the data folder; choices are made on `val`, never on it)")
+    train, val = stratified_split(train, val_fraction=cfg.data.val_fraction, seed=seed)
+    if trial:
+        reported, split = val, "val"
+        note = (f"{cfg.data.val_fraction:.0%} of train after the reported split is set aside, stratified by "
+                f"spines/image, seed {seed}: the model-selection split, never reported in the tables")
     train = _limit(train, cfg.data.max_train_images)
-    evaluation = _limit(evaluation, cfg.data.max_eval_images)
+    evaluation = _limit(reported, cfg.data.max_eval_images)
     files = [s.image_path for s in train + evaluation if s.image_path is not None]
     return {"train": train, "eval": evaluation, "eval_split": split, "kind": "real", "files": files, "note": note}
 

@@ -48,7 +48,7 @@ def load_splits(root: Path, cfg, seed: int, limit) -> dict:
     Args:
         root: the folder.
         cfg: the resolved ``SpinesConfig``.
-        seed: the run's seed (unused: the generic test carve has its own fixed seed).
+        seed: the run's seed: the validation carve of a trial (the generic test carve has its own fixed seed).
         limit: ``data._limit`` (``data.max_train_images`` / ``max_eval_images`` caps).
 
     Raises:
@@ -60,12 +60,21 @@ def load_splits(root: Path, cfg, seed: int, limit) -> dict:
 
     if not folder.is_generic(root):
         raise folder.layout_error(root, "spines", spines_data._EXPECTED)
+    from microrepro.datasets.splits import stratified_split
+
     splits = folder.load_splits(root)
     train = [_boxed(s, cfg.data.box_size) for s in splits["train"]]
-    evaluation = [_boxed(s, cfg.data.box_size) for s in splits["test"]]
+    evaluation, split = [_boxed(s, cfg.data.box_size) for s in splits["test"]], "test"
     note = f"{folder.split_note(root, 'test')}; boxes: {boxes_from(train)}"
-    print(f"[spines] own data {root}: {len(train)} training images, {len(evaluation)} test images ({note})")
+    if cfg.data.evaluate_on == "val":  # a model-selection trial: the val/ folder, else a seeded carve of train
+        if splits.get("val"):
+            evaluation, note = [_boxed(s, cfg.data.box_size) for s in splits["val"]], "the val/ folder"
+        else:
+            train, evaluation = stratified_split(train, val_fraction=cfg.data.val_fraction, seed=seed)
+            note = f"{cfg.data.val_fraction:.0%} of train, stratified by spines/image, seed {seed}"
+        split = "val"
+    print(f"[spines] own data {root}: {len(train)} training images, {len(evaluation)} {split} images ({note})")
     train, evaluation = limit(train, cfg.data.max_train_images), limit(evaluation, cfg.data.max_eval_images)
     files = [s.image_path for s in train + evaluation]
-    return {"train": train, "eval": evaluation, "eval_split": "test", "kind": "real", "files": files, "note": note,
+    return {"train": train, "eval": evaluation, "eval_split": split, "kind": "real", "files": files, "note": note,
             "dataset": folder.dataset_name(root)}

@@ -245,3 +245,16 @@ def test_dwt_mitosis_trains_both_phases_on_float_tiffs_with_masks_and_points(tmp
     for model in ("rcnn_dwt_labels", "rcnn_unet_labels", "rcnn_manual_labels"):  # Sec. 4.2: 8 µm from a point
         assert 0.0 <= metrics[model]["own_test"]["f1"] <= 1.0
     _assert_real_test(provenance, root, "own_test")
+
+
+def test_a_spines_choice_trial_on_own_data_scores_on_val_never_on_test(tmp_path):
+    from microrepro.reproductions.spines import own_data
+    from microrepro.reproductions.spines.task import TASK
+
+    root = points_folder(tmp_path / "data", size=64, splits=(("train", 10), ("test", 2)))
+    trial = TASK.load_config("paper", "smoke", {"data": {"evaluate_on": "val", "val_fraction": 0.2}})
+    splits = own_data.load_splits(root, trial, seed=0, limit=lambda samples, n: samples)
+    test_ids = {s.id for s in own_data.load_splits(root, TASK.load_config("paper", "smoke"), 0,
+                                                   lambda samples, n: samples)["eval"]}
+    assert splits["eval_split"] == "val" and (len(splits["train"]), len(splits["eval"])) == (8, 2)
+    assert not {s.id for s in splits["eval"]} & test_ids

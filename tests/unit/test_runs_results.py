@@ -293,3 +293,34 @@ def test_a_model_only_a_later_seed_has_is_still_shown(tmp_path, monkeypatch):
     text = results.render("toy", out_root).read_text()
     assert "| newer | f1 | 0.600 | test — real: toyset, 30 img | paper/short (shortened schedule), seed 1 |" in text
     assert "| f1_diff__net__vs__newer | 0.200 [0.100, 0.300] |" in text.split("## Paired comparisons")[1]
+
+
+def test_a_choice_trial_goes_to_choices_and_never_into_a_table(tmp_path, monkeypatch):
+    @dataclass
+    class Data:
+        evaluate_on: str = "val"
+
+    @dataclass
+    class TrialCfg:
+        name: str = "toy"
+        data: Data = None
+
+    _published(tmp_path)
+    monkeypatch.setattr(results, "REPO_ROOT", tmp_path)
+    out_root = tmp_path / "results"
+    trial = runs.Run.create("toy", TrialCfg(data=Data()), "paper", "short", 0, out=tmp_path / "runs" / "bn0.9")
+    trial.extra["overrides"] = ["faster_rcnn.bn_momentum=0.9"]
+    trial.add_metrics("net", "val", {"f1": 0.77, "f1_ci_low": 0.7, "f1_ci_high": 0.8},
+                      runs.DataInfo("real", "toy", 12))
+    trial.figure_path("curve").write_bytes(b"\x89PNG fake")
+    target = trial.publish(out_root)
+    assert target == out_root / "runs" / "toy" / "choices" / "bn0.9.json"
+    assert not (out_root / "toy").exists()  # no figures for a trial
+    reported = runs.Run.create("toy", TrialCfg(data=Data("reported")), "paper", "short", 0, out=tmp_path / "r")
+    reported.add_metrics("net", "holdout", {"f1": 0.8}, runs.DataInfo("real", "toy", 10))
+    assert reported.publish(out_root) == out_root / "runs" / "toy" / "r.json"
+    text = results.render("toy", out_root).read_text()
+    table, choices = text.split("## Choices made on the validation split")
+    assert "0.770" not in table and "| net | f1 | 0.900 | 0.800 |" in table
+    assert ("| bn0.9 | `faster_rcnn.bn_momentum=0.9` | net | 0.770 [0.700, 0.800] | – | val — real: toy, 12 img | "
+            "paper/short (shortened schedule), seed 0, commit") in choices

@@ -184,22 +184,41 @@ def _layout(root, split, n):
     (root / f"{split}_labels.csv").write_text("\n".join(lines) + "\n")
 
 
-def test_load_splits_uses_test_when_present_else_a_stratified_val(tmp_path):
+def test_load_splits_reports_test_else_a_fixed_holdout_and_chooses_on_val(tmp_path):
     from microrepro.common.data_sources import DataSource
     from microrepro.reproductions.spines.task import TASK
 
-    cfg = TASK.load_config("paper", "short", {"data": {"val_fraction": 0.2}})
-    _layout(tmp_path, "train", 10)
-    s = data_lib.load_splits(DataSource("spines", tmp_path, "t"), cfg, seed=0)
-    assert s["eval_split"] == "val" and s["kind"] == "real"
-    assert (len(s["train"]), len(s["eval"])) == (8, 2)
-    assert sorted(x.count for x in s["eval"]) == [1, 2]  # one image per stratum (1 and 2 spines)
+    def splits(seed=0, **data):
+        cfg = TASK.load_config("paper", "short", {"data": {"val_fraction": 0.2, "holdout_fraction": 0.2, **data}})
+        return data_lib.load_splits(DataSource("spines", tmp_path, "t"), cfg, seed=seed)
+
+    def ids(samples):
+        return {x.id for x in samples}
+
+    _layout(tmp_path, "train", 20)
+    s = splits()
+    assert s["eval_split"] == "holdout" and s["kind"] == "real"
+    assert (len(s["train"]), len(s["eval"])) == (13, 4)  # 20 -> holdout 4, then val round(3.2) = 3, train 13
+    assert sorted(x.count for x in s["eval"]) == [1, 1, 2, 2]  # stratified by spines per image
+    trial = splits(evaluate_on="val")
+    assert trial["eval_split"] == "val" and len(trial["eval"]) == 3
+    assert ids(trial["train"]) == ids(s["train"])  # a trial trains on what the reported run trains on
+    assert not ids(trial["eval"]) & ids(s["eval"]) and not ids(trial["eval"]) & ids(s["train"])
+    other_seed, other_trial = splits(seed=1), splits(seed=1, evaluate_on="val")
+    assert ids(other_seed["eval"]) == ids(s["eval"])  # every run seed reports on the same holdout
+    assert not ids(other_trial["eval"]) & ids(s["eval"])  # and never chooses on it
     _layout(tmp_path, "test", 3)
-    s = data_lib.load_splits(DataSource("spines", tmp_path, "t"), cfg, seed=0)
-    assert s["eval_split"] == "test" and (len(s["train"]), len(s["eval"])) == (10, 3)
-    synthetic = data_lib.load_splits(DataSource("spines", None, "none"), TASK.load_config("paper", "smoke"), seed=0)
+    s = splits()
+    assert s["eval_split"] == "test" and (len(s["train"]), len(s["eval"])) == (16, 3)  # val 4 of 20 set aside
+    assert splits(evaluate_on="val")["eval_split"] == "val"
+    smoke = TASK.load_config("paper", "smoke")
+    synthetic = data_lib.load_splits(DataSource("spines", None, "none"), smoke, seed=0)
     assert synthetic["kind"] == "synthetic" and synthetic["eval_split"] == "synthetic_val"
     assert len(synthetic["train"]) == 8 and len(synthetic["eval"]) == 1  # smoke: 12 images, 10 % val, 8 train max
+    smoke.data.evaluate_on = "val"
+    selection = data_lib.load_splits(DataSource("spines", None, "none"), smoke, seed=0)
+    assert selection["eval_split"] == "synthetic_selection"
+    assert selection["eval"][0].id != synthetic["eval"][0].id
 
 
 def test_images_as_users_have_them_become_8_bit_grey():
