@@ -42,6 +42,68 @@ from microrepro.common.errors import ConfigError
 DETECTION_KEYS = ("boxes", "scores", "classes", "num_detections")
 
 
+class TwoStageMixin:
+    """What every two-stage detector here shares, written once: the target check, the second stage
+    at inference, the second-stage (Fast R-CNN head) loss, the logged loss total and
+    ``predict_detections``. :class:`FasterRCNN` and the MITOS-RCNN cascade use it; a model supplies
+    ``box_head``, ``image_size``, ``seed_generator`` and ``loss_trackers``.
+    """
+
+    def _check_targets(self, y, sample_weight) -> tuple:
+        """``(gt_boxes float32, gt_classes int32)`` of ``y``, or a ValueError naming the model."""
+        name = type(self).__name__
+        if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
+            raise ValueError(f"{name} targets must be a dict with 'boxes' (B, G, 4) and 'classes' (B, G)")
+        if sample_weight is not None:
+            raise ValueError(f"{name} does not use sample_weight; pad the boxes instead")
+        return ops.cast(y["boxes"], "float32"), ops.cast(y["classes"], "int32")
+
+    def _second_stage(self, outputs: dict, features, proposals: dict, box_weights, score_threshold: float,
+                      nms_iou: float, max_detections: int) -> dict:
+        """Add the box head's ``class_logits`` / ``box_deltas`` on ``proposals`` and the decoded
+        detections (``DETECTION_KEYS``) to ``outputs``."""
+        class_logits, box_deltas = self.box_head(features, proposals["boxes"])
+        outputs["class_logits"], outputs["box_deltas"] = class_logits, box_deltas
+        outputs.update(decode_detections(proposals["boxes"], class_logits, box_deltas, self.image_size,
+                                         proposals["valid"], box_weights, score_threshold, nms_iou, max_detections))
+        return outputs
+
+    def _second_stage_loss(self, features, proposals, proposal_valid, gt_boxes, gt_classes, *target_args,
+                           beta: float = 1.0) -> tuple:
+        """(class loss, box loss) of the box head on ROIs sampled by ``head_targets`` (its
+        arguments after ``proposal_valid`` are ``target_args``)."""
+        head = head_targets(proposals, gt_boxes, gt_classes, proposal_valid, *target_args, seed=self.seed_generator)
+        class_logits, box_deltas = self.box_head(features, head["rois"])
+        return head_losses(class_logits, box_deltas, head["classes"], head["box_targets"], head["weights"], beta)
+
+    def _total_loss(self, terms: dict, weights: dict):
+        """Log every term, then their weighted sum (in ``terms``' order) plus regularisation losses."""
+        for name, value in terms.items():
+            self.loss_trackers[name].update_state(value)
+        total = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+        if self.losses:
+            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
+        return total
+
+    def predict_detections(self, images, batch_size: int = 8) -> dict[str, np.ndarray]:
+        """Detections for a stack of images (compiled by ``model.predict``).
+
+        Args:
+            images: ``(N, H, W, C)`` float32 in the training range, N >= 1, H, W = the input size.
+            batch_size: images per forward pass.
+
+        Returns:
+            numpy dict ``boxes`` ``(N, K, 4)`` xyxy px (-1 rows unused), ``scores`` ``(N, K)``,
+            ``classes`` ``(N, K)`` int32 0-based (-1 unused), ``num_detections`` ``(N,)``; with
+            K = the model's maximum number of detections, valid rows first and sorted by score.
+        """
+        images = np.asarray(images, np.float32)
+        if images.ndim != 4 or tuple(images.shape[1:3]) != self.image_size:
+            raise ValueError(f"images must be (N, {self.image_size[0]}, {self.image_size[1]}, C), got {images.shape}")
+        outputs = self.predict(images, batch_size=batch_size, verbose=0)
+        return {key: np.asarray(outputs[key]) for key in DETECTION_KEYS}
+
+
 @dataclass
 class FasterRCNNConfig:
     """Every knob of :class:`FasterRCNN`; defaults are the Faster R-CNN paper's (VGG-16).
@@ -134,7 +196,7 @@ class FasterRCNNConfig:
 
 
 @keras.saving.register_keras_serializable(package="microrepro")
-class FasterRCNN(keras.Model):
+class FasterRCNN(TwoStageMixin, keras.Model):
     """Two-stage detector: backbone -> RPN -> proposals -> ROI features -> box head.
 
     Args:
@@ -223,16 +285,9 @@ class FasterRCNN(keras.Model):
             "proposal_valid": proposals["valid"],
         }
         if not training:
-            class_logits, box_deltas = self.box_head(features, proposals["boxes"])
-            outputs["class_logits"] = class_logits
-            outputs["box_deltas"] = box_deltas
-            outputs.update(
-                decode_detections(
-                    proposals["boxes"], class_logits, box_deltas, self.image_size, proposals["valid"],
-                    self.config.head_box_weights, self.config.score_threshold, self.config.detection_nms_iou,
-                    self.config.max_detections,
-                )
-            )
+            c = self.config
+            self._second_stage(outputs, features, proposals, c.head_box_weights, c.score_threshold,
+                               c.detection_nms_iou, c.max_detections)
         return outputs
 
     # ----------------------------------------------------------------------------------- loss
@@ -242,67 +297,26 @@ class FasterRCNN(keras.Model):
         ``y`` = ``{"boxes": (B, G, 4) xyxy px, -1 padded; "classes": (B, G) int, -1 padded}``.
         ``sample_weight`` is not supported (detection losses are normalised by sampled counts).
         """
-        if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
-            raise ValueError("FasterRCNN targets must be a dict with 'boxes' (B, G, 4) and 'classes' (B, G)")
-        if sample_weight is not None:
-            raise ValueError("FasterRCNN does not use sample_weight; pad the boxes instead")
         c = self.config
-        gt_boxes = ops.cast(y["boxes"], "float32")
-        gt_classes = ops.cast(y["classes"], "int32")
+        gt_boxes, gt_classes = self._check_targets(y, sample_weight)
         anchor_valid = None if self.anchor_valid is None else ops.convert_to_tensor(self.anchor_valid)
         rpn = rpn_targets(
             ops.convert_to_tensor(self.anchors), gt_boxes, c.rpn_positive_iou, c.rpn_negative_iou,
             c.rpn_batch_size_per_image, c.rpn_positive_fraction, anchor_valid=anchor_valid, seed=self.seed_generator,
         )
-        rpn_class, rpn_box = rpn_losses(
+        terms = {}
+        terms["rpn_class_loss"], terms["rpn_box_loss"] = rpn_losses(
             y_pred["rpn_logits"], y_pred["rpn_deltas"], rpn["labels"], rpn["box_targets"], c.rpn_smooth_l1_beta
         )
-        head = head_targets(
-            y_pred["proposals"], gt_boxes, gt_classes, y_pred["proposal_valid"], c.head_batch_size_per_image,
-            c.head_positive_fraction, c.head_foreground_iou, c.head_background_iou_low, c.head_box_weights,
-            c.add_gt_to_proposals, seed=self.seed_generator,
+        terms["head_class_loss"], terms["head_box_loss"] = self._second_stage_loss(
+            y_pred["features"], y_pred["proposals"], y_pred["proposal_valid"], gt_boxes, gt_classes,
+            c.head_batch_size_per_image, c.head_positive_fraction, c.head_foreground_iou, c.head_background_iou_low,
+            c.head_box_weights, c.add_gt_to_proposals, beta=c.head_smooth_l1_beta,
         )
-        class_logits, box_deltas = self.box_head(y_pred["features"], head["rois"])
-        head_class, head_box = head_losses(
-            class_logits, box_deltas, head["classes"], head["box_targets"], head["weights"], c.head_smooth_l1_beta
-        )
-        terms = {
-            "rpn_class_loss": rpn_class,
-            "rpn_box_loss": rpn_box,
-            "head_class_loss": head_class,
-            "head_box_loss": head_box,
-        }
-        for name, value in terms.items():
-            self.loss_trackers[name].update_state(value)
-        total = (
-            c.rpn_class_loss_weight * rpn_class
-            + c.rpn_box_loss_weight * rpn_box
-            + c.head_class_loss_weight * head_class
-            + c.head_box_loss_weight * head_box
-        )
-        regularisation = self.losses
-        if regularisation:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in regularisation]))
-        return total
-
-    # ------------------------------------------------------------------------------ inference
-    def predict_detections(self, images, batch_size: int = 8) -> dict[str, np.ndarray]:
-        """Detections for a stack of images (compiled by ``model.predict``).
-
-        Args:
-            images: ``(N, H, W, C)`` float32 in the training range, N >= 1, H, W = the input size.
-            batch_size: images per forward pass.
-
-        Returns:
-            numpy dict ``boxes`` ``(N, K, 4)`` xyxy px (-1 rows unused), ``scores`` ``(N, K)``,
-            ``classes`` ``(N, K)`` int32 0-based (-1 unused), ``num_detections`` ``(N,)``; with
-            K = ``config.max_detections``, valid rows first and sorted by score.
-        """
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:3]) != self.image_size:
-            raise ValueError(f"images must be (N, {self.image_size[0]}, {self.image_size[1]}, C), got {images.shape}")
-        outputs = self.predict(images, batch_size=batch_size, verbose=0)
-        return {key: np.asarray(outputs[key]) for key in DETECTION_KEYS}
+        return self._total_loss(terms, {
+            "rpn_class_loss": c.rpn_class_loss_weight, "rpn_box_loss": c.rpn_box_loss_weight,
+            "head_class_loss": c.head_class_loss_weight, "head_box_loss": c.head_box_loss_weight,
+        })
 
     def get_config(self):
         return {

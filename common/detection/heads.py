@@ -14,6 +14,7 @@ from keras import ops
 from microrepro.common.detection.boxes import HEAD_BOX_WEIGHTS, clip_boxes, decode_deltas, gather_rows
 from microrepro.common.detection.nms import batched_nms
 from microrepro.common.detection.roi_align import roi_align, roi_pool
+from microrepro.common.serialize import constructor_config
 
 ROI_OPS = ("align", "align_max", "pool")
 
@@ -109,17 +110,8 @@ class BoxHead(keras.layers.Layer):
         return logits, deltas
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_classes=self.num_classes,
-            spatial_scale=self.spatial_scale,
-            roi_size=self.roi_size,
-            sampling_ratio=self.sampling_ratio,
-            roi_op=self.roi_op,
-            fc_units=self.fc_units,
-            class_agnostic=self.class_agnostic,
-        )
-        return config
+        names = ("num_classes", "spatial_scale", "roi_size", "sampling_ratio", "roi_op", "fc_units", "class_agnostic")
+        return constructor_config(self, names, super().get_config())
 
 
 def decode_detections(

@@ -32,6 +32,7 @@ from keras import ops
 
 from microrepro.common.detection.boxes import RPN_BOX_WEIGHTS, clip_boxes, decode_deltas, gather_rows
 from microrepro.common.detection.nms import non_max_suppression
+from microrepro.common.serialize import constructor_config
 
 _NEG = -1e30
 
@@ -81,9 +82,7 @@ class RPNHead(keras.layers.Layer):
         return logits, deltas
 
     def get_config(self):
-        config = super().get_config()
-        config.update(num_anchors=self.num_anchors, conv_channels=self.conv_channels)
-        return config
+        return constructor_config(self, ("num_anchors", "conv_channels"), super().get_config())
 
 
 def decode_proposals(anchors, deltas, image_size: Sequence[int], box_weights: Sequence[float] = RPN_BOX_WEIGHTS):
@@ -209,13 +208,5 @@ class ProposalLayer(keras.layers.Layer):
         )
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=self.image_size,
-            pre_nms_top_k=self.pre_nms_top_k,
-            post_nms_top_k=self.post_nms_top_k,
-            nms_iou=self.nms_iou,
-            min_size=self.min_size,
-            box_weights=self.box_weights,
-        )
-        return config
+        names = ("image_size", "pre_nms_top_k", "post_nms_top_k", "nms_iou", "min_size", "box_weights")
+        return constructor_config(self, names, super().get_config())

@@ -24,6 +24,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from microrepro.common.serialize import constructor_config
+
 INITIALIZER = "he_normal"
 
 
@@ -168,8 +170,7 @@ class WeightedBCE(keras.losses.Loss):
         return ops.mean(class_weight * weight * bce, axis=(1, 2, 3))
 
     def get_config(self):
-        return {**super().get_config(), "cell_weight": self.cell_weight, "background_weight": self.background_weight,
-                "use_map": self.use_map}
+        return constructor_config(self, ("cell_weight", "background_weight", "use_map"), super().get_config())
 
 
 def binary_iou(threshold: float = 0.5):

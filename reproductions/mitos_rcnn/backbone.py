@@ -20,6 +20,7 @@ import keras
 from keras import ops
 
 from microrepro.common.errors import ConfigError
+from microrepro.common.serialize import constructor_config
 
 # VGG-16 (Simonyan & Zisserman, configuration D): (filters, convs) of blocks 1-5.
 VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
@@ -169,9 +170,7 @@ class L2Normalization(keras.layers.Layer):
         return x * (self.scale if self.learnable else self.scale_init)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(learnable=self.learnable, scale_init=self.scale_init, epsilon=self.epsilon)
-        return config
+        return constructor_config(self, ("learnable", "scale_init", "epsilon"), super().get_config())
 
 
 class Conv34Fusion(keras.layers.Layer):
@@ -226,7 +225,5 @@ class Conv34Fusion(keras.layers.Layer):
         return self.reduce(fused)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(conv4_channels=self.conv4_channels, out_channels=self.out_channels, l2_norm=self.l2_norm,
-                      l2_scale_init=self.l2_scale_init, init_std=self.init_std)
-        return config
+        names = ("conv4_channels", "out_channels", "l2_norm", "l2_scale_init", "init_std")
+        return constructor_config(self, names, super().get_config())

@@ -29,11 +29,12 @@ import numpy as np
 from keras import ops
 
 from microrepro.common.detection.anchors import generate_anchors
-from microrepro.common.detection.faster_rcnn import DETECTION_KEYS, FasterRCNN, FasterRCNNConfig
-from microrepro.common.detection.heads import BoxHead, decode_detections
-from microrepro.common.detection.losses import head_losses, rpn_losses
+from microrepro.common.detection.boxes import HEAD_BOX_WEIGHTS
+from microrepro.common.detection.faster_rcnn import FasterRCNN, FasterRCNNConfig, TwoStageMixin
+from microrepro.common.detection.heads import BoxHead
+from microrepro.common.detection.losses import rpn_losses
 from microrepro.common.detection.rpn import ProposalLayer, RPNHead
-from microrepro.common.detection.targets import head_targets, rpn_targets
+from microrepro.common.detection.targets import rpn_targets
 from microrepro.common.errors import ConfigError
 from microrepro.reproductions.mitos_rcnn.backbone import Conv34Fusion, build_vgg16
 
@@ -107,7 +108,7 @@ def init_hidden_layers(layers, std: float, seed: int | None = None) -> None:
         layer.kernel.assign(init(layer.kernel.shape))
 
 
-class MitosRCNN(keras.Model):
+class MitosRCNN(TwoStageMixin, keras.Model):
     """The two-stage top-down cascade Faster R-CNN of MITOS-RCNN.
 
     Args:
@@ -208,12 +209,8 @@ class MitosRCNN(keras.Model):
             "proposal_valid": p2["valid"],
         }
         if not training:
-            class_logits, box_deltas = self.box_head(fused, p2["boxes"])
-            outputs["class_logits"], outputs["box_deltas"] = class_logits, box_deltas
-            outputs.update(decode_detections(p2["boxes"], class_logits, box_deltas, self.image_size, p2["valid"],
-                                             score_threshold=self.cfg.score_threshold,
-                                             nms_iou=self.cfg.detection_nms_iou,
-                                             max_detections=self.cfg.max_detections))
+            self._second_stage(outputs, fused, p2, HEAD_BOX_WEIGHTS, self.cfg.score_threshold,
+                               self.cfg.detection_nms_iou, self.cfg.max_detections)
         return outputs
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -221,13 +218,8 @@ class MitosRCNN(keras.Model):
 
         ``y`` = ``{"boxes": (B, G, 4) xyxy px, -1 padded; "classes": (B, G) int, -1 padded}``.
         """
-        if not isinstance(y, dict) or "boxes" not in y or "classes" not in y:
-            raise ValueError("MitosRCNN targets must be a dict with 'boxes' (B, G, 4) and 'classes' (B, G)")
-        if sample_weight is not None:
-            raise ValueError("MitosRCNN does not use sample_weight; pad the boxes instead")
         c = self.cfg
-        gt_boxes = ops.cast(y["boxes"], "float32")
-        gt_classes = ops.cast(y["classes"], "int32")
+        gt_boxes, gt_classes = self._check_targets(y, sample_weight)
         terms = {}
         for stage, anchors, r in (("rpn1", self.anchors1, c.rpn1), ("rpn2", self.anchors2, c.rpn2)):
             target = rpn_targets(ops.convert_to_tensor(anchors), gt_boxes, r.positive_iou, r.negative_iou,
@@ -235,30 +227,10 @@ class MitosRCNN(keras.Model):
             cls_loss, box_loss = rpn_losses(y_pred[f"{stage}_logits"], y_pred[f"{stage}_deltas"], target["labels"],
                                             target["box_targets"])
             terms[f"{stage}_class_loss"], terms[f"{stage}_box_loss"] = cls_loss, box_loss
-        head = head_targets(y_pred["proposals"], gt_boxes, gt_classes, y_pred["proposal_valid"],
-                            c.head_batch_size_per_image, c.head_positive_fraction, c.head_foreground_iou,
-                            seed=self.seed_generator)
-        class_logits, box_deltas = self.box_head(y_pred["fused"], head["rois"])
-        terms["head_class_loss"], terms["head_box_loss"] = head_losses(
-            class_logits, box_deltas, head["classes"], head["box_targets"], head["weights"]
-        )
-        for name, value in terms.items():
-            self.loss_trackers[name].update_state(value)
-        total = (terms["rpn1_class_loss"] + self.rpn1_box_weight * terms["rpn1_box_loss"]
-                 + terms["rpn2_class_loss"] + self.rpn2_box_weight * terms["rpn2_box_loss"]
-                 + terms["head_class_loss"] + terms["head_box_loss"])
-        if self.losses:
-            total = total + ops.sum(ops.stack([ops.cast(v, "float32") for v in self.losses]))
-        return total
-
-    def predict_detections(self, images, batch_size: int = 8) -> dict[str, np.ndarray]:
-        """Detections for ``(N, S, S, 3)`` float32 images in [0, 1]; same dict as ``FasterRCNN``."""
-        images = np.asarray(images, np.float32)
-        if images.ndim != 4 or tuple(images.shape[1:3]) != self.image_size:
-            height, width = self.image_size
-            raise ValueError(f"images must be (N, {height}, {width}, 3), got {images.shape}")
-        outputs = self.predict(images, batch_size=batch_size, verbose=0)
-        return {key: np.asarray(outputs[key]) for key in DETECTION_KEYS}
+        terms["head_class_loss"], terms["head_box_loss"] = self._second_stage_loss(
+            y_pred["fused"], y_pred["proposals"], y_pred["proposal_valid"], gt_boxes, gt_classes,
+            c.head_batch_size_per_image, c.head_positive_fraction, c.head_foreground_iou)
+        return self._total_loss(terms, {"rpn1_box_loss": self.rpn1_box_weight, "rpn2_box_loss": self.rpn2_box_weight})
 
 
 def faster_rcnn_config(cfg, stride: int, seed: int | None = None) -> FasterRCNNConfig:
@@ -268,36 +240,24 @@ def faster_rcnn_config(cfg, stride: int, seed: int | None = None) -> FasterRCNNC
     """
     r = cfg.rpn1
     cells = math.floor(cfg.input_size / stride) ** 2
+    # Every RPN value has the same name in RPNConfig as in FasterRCNNConfig after "rpn_";
+    # the head values of ModelConfig keep theirs.
+    rpn = {f"rpn_{key}": getattr(r, key) for key in _SHARED_RPN}
+    head = {key: getattr(cfg, key) for key in _SHARED_HEAD}
     return FasterRCNNConfig(
-        num_classes=cfg.num_classes,
-        feature_stride=stride,
-        anchor_sizes=tuple(r.anchor_sizes),
-        anchor_ratios=tuple(r.anchor_ratios),
-        rpn_conv_channels=r.conv_channels,
-        rpn_positive_iou=r.positive_iou,
-        rpn_negative_iou=r.negative_iou,
-        rpn_batch_size_per_image=r.batch_size_per_image,
-        rpn_positive_fraction=r.positive_fraction,
-        rpn_pre_nms_top_k_train=r.pre_nms_top_k_train,
-        rpn_post_nms_top_k_train=r.post_nms_top_k_train,
-        rpn_pre_nms_top_k_test=r.pre_nms_top_k_test,
-        rpn_post_nms_top_k_test=r.post_nms_top_k_test,
-        rpn_nms_iou=r.nms_iou,
-        rpn_smooth_l1_beta=1.0 / 9.0,
-        roi_op=cfg.roi_op,
-        roi_size=cfg.roi_size,
-        roi_sampling_ratio=cfg.roi_sampling_ratio,
-        head_fc_units=tuple(cfg.head_fc_units),
-        head_batch_size_per_image=cfg.head_batch_size_per_image,
-        head_positive_fraction=cfg.head_positive_fraction,
-        head_foreground_iou=cfg.head_foreground_iou,
+        feature_stride=stride, anchor_sizes=tuple(r.anchor_sizes), anchor_ratios=tuple(r.anchor_ratios),
+        rpn_smooth_l1_beta=1.0 / 9.0, head_fc_units=tuple(cfg.head_fc_units), seed=seed,
         rpn_box_loss_weight=rpn_box_loss_weight(cfg.lambda_box, cfg.box_loss_normaliser, r.batch_size_per_image,
                                                 cells),
-        score_threshold=cfg.score_threshold,
-        detection_nms_iou=cfg.detection_nms_iou,
-        max_detections=cfg.max_detections,
-        seed=seed,
+        **rpn, **head,
     )
+
+
+_SHARED_RPN = ("conv_channels", "positive_iou", "negative_iou", "batch_size_per_image", "positive_fraction",
+               "pre_nms_top_k_train", "post_nms_top_k_train", "pre_nms_top_k_test", "post_nms_top_k_test", "nms_iou")
+_SHARED_HEAD = ("num_classes", "roi_op", "roi_size", "roi_sampling_ratio", "head_batch_size_per_image",
+                "head_positive_fraction", "head_foreground_iou", "score_threshold", "detection_nms_iou",
+                "max_detections")
 
 
 def build_model(key: str, cfg, seed: int | None = None) -> keras.Model:

@@ -14,6 +14,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from microrepro.common.serialize import constructor_config
+
 
 def build_sp_cnn(filters: int = 64, input_size: int | None = None, name: str = "sp_cnn") -> keras.Model:
     """Conv(filters, 5x5) -> 4 x Conv(filters, 3x3), ReLU -> Conv(1, 3x3) linear, "same" padding.
@@ -184,14 +186,7 @@ class SpCnnLoss(keras.losses.Loss):
         self.gate = gate
 
     def get_config(self):
-        return {
-            "priors": self.priors.tolist(),
-            "pool_window": self.pool_window,
-            "threshold": self.threshold,
-            "reg_weight": self.reg_weight,
-            "gate": self.gate,
-            "name": self.name,
-        }
+        return constructor_config(self, ("priors", "pool_window", "threshold", "reg_weight", "gate", "name"))
 
     def terms(self, y_true, y_pred) -> dict:
         """``{"mse": (B,), "r": (B,)}`` per image."""

@@ -17,6 +17,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from microrepro.common.serialize import constructor_config
+
 # Filters of darknet's tiny-yolo-voc.cfg: six conv+max-pool pairs (the 6th pool has stride 1),
 # then two 3x3 convs; a 1x1 linear conv makes the output.
 TINY_YOLO_FILTERS = (16, 32, 64, 128, 256, 512)
@@ -189,15 +191,8 @@ class YoloV2Loss(keras.losses.Loss):
         self.rescore = bool(rescore)
 
     def get_config(self):
-        return {
-            "anchors": self.anchors.tolist(),
-            "object_scale": self.object_scale,
-            "noobject_scale": self.noobject_scale,
-            "coord_scale": self.coord_scale,
-            "ignore_thresh": self.ignore_thresh,
-            "rescore": self.rescore,
-            "name": self.name,
-        }
+        names = ("anchors", "object_scale", "noobject_scale", "coord_scale", "ignore_thresh", "rescore", "name")
+        return constructor_config(self, names)
 
     def terms(self, y_true, y_pred) -> dict:
         """The loss terms per image, ``{"coord", "obj", "noobj"}`` each of shape ``(B,)``."""
