@@ -85,8 +85,44 @@ def _median_spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
-    """Measure one case in this process (call it in a fresh subprocess for clean peak memory)."""
+def _profile_tf(model, x, y, repeats: int, steps: int) -> dict:
+    """Where one training step's time goes (TF backend): the forward pass in training mode, the
+    forward pass plus the loss (target assignment, sampling and loss terms: ``compute_loss``), and
+    the whole step (plus gradients and the optimizer update), each a compiled ``tf.function``
+    (XLA when the model's ``jit_compile`` is on) timed like the step; the differences are the parts.
+    """
+    import tensorflow as tf
+
+    jit = bool(getattr(model, "jit_compile", False))
+    forward = tf.function(lambda x: model(x, training=True), jit_compile=jit)
+
+    def _loss(x, y):
+        return model.compute_loss(x, y, model(x, training=True), training=True)
+
+    with_loss = tf.function(_loss, jit_compile=jit)
+
+    def timed(fn, *args) -> list[float]:
+        fn(*args)  # trace (and compile)
+        out = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                result = fn(*args)
+            tf.nest.map_structure(lambda t: t.numpy() if hasattr(t, "numpy") else t, result)
+            out.append((time.perf_counter() - start) / steps * 1000)
+        return out
+
+    return {"forward_ms": _median_spread(timed(forward, x)), "forward_loss_ms": _median_spread(timed(with_loss, x, y))}
+
+
+def measure(case: BenchCase, repeats: int = 5, steps: int = 5, jit: bool = False, profile: bool = False) -> dict:
+    """Measure one case in this process (call it in a fresh subprocess for clean peak memory).
+
+    ``jit``: compile the training and inference steps with XLA (``model.jit_compile``; the row
+    says whether the model accepted it). ``profile``: add :func:`_profile_tf`'s breakdown of a
+    training step (TF backend only). ``first_step_s`` is the first training step's wall time:
+    tracing (and with XLA, compilation) included, what a schedule pays once.
+    """
     import keras
     import numpy as np
 
@@ -102,10 +138,15 @@ def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
         "published": case.published,
     }
     model = case.build()
+    if jit:
+        model.jit_compile = True  # Keras falls back to False (with a warning) where the model cannot
+    out["xla"] = bool(model.jit_compile) if jit else False
     out["parameters"] = int(model.count_params())
     x, y = case.make_batch(case.batch)
-    for _ in range(2):  # warm-up: tracing / compilation
-        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    model.train_on_batch(x, y)  # warm-up: tracing / compilation
+    out["first_step_s"] = time.perf_counter() - start
+    model.train_on_batch(x, y)
     step_times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -115,6 +156,8 @@ def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
     out["train_ms_per_step"] = _median_spread([t * 1000 for t in step_times])
     out["train_images_per_s"] = _median_spread([case.batch / t for t in step_times])
 
+    if profile and keras.backend.backend() == "tensorflow":
+        out["profile"] = _profile_tf(model, x, y, repeats, steps)
     single = x[:1] if not isinstance(x, dict) else {k: v[:1] for k, v in x.items()}
     model.predict_on_batch(single)
     infer = []
@@ -150,8 +193,9 @@ def measure(case: BenchCase, repeats: int = 5, steps: int = 5) -> dict:
     return out
 
 
-def cases_for(paper: str) -> list[BenchCase]:
-    """The cases of ``reproductions/<paper>/bench.py:benchmarks(config)`` at the paper's own config."""
+def cases_for(paper: str, schedule: str = "paper") -> list[BenchCase]:
+    """The cases of ``reproductions/<paper>/bench.py:benchmarks(config)`` at the paper's own config
+    (``schedule`` "paper"), or at another schedule's (e.g. "short": what the CPU runs train)."""
     import importlib
 
     from microrepro.common.registry import get_task
@@ -165,19 +209,56 @@ def cases_for(paper: str) -> list[BenchCase]:
         if err.name and name.startswith(err.name):
             return []
         raise
-    return module.benchmarks(task.load_config("paper", "paper"))
+    return module.benchmarks(task.load_config("paper", schedule))
 
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
+@dataclass(frozen=True)
+class Levers:
+    """How a case is run: the config schedule its models come from, the dtype policy, XLA, the
+    TensorFlow thread pools (0 = TF's default), and whether the step is profiled."""
+
+    schedule: str = "paper"
+    precision: str = "float32"
+    xla: bool = False
+    threads: tuple[int, int] = (0, 0)  # (intra-op, inter-op)
+    profile: bool = False
+
+    def args(self) -> list[str]:
+        out = ["--schedule", self.schedule, "--precision", self.precision]
+        out += ["--xla"] * self.xla + ["--profile"] * self.profile
+        return out + (["--threads", f"{self.threads[0]},{self.threads[1]}"] if any(self.threads) else [])
+
+    def label(self) -> str:
+        parts = [self.schedule, self.precision] + ["xla"] * self.xla
+        return ", ".join(parts + ([f"threads {self.threads[0]}/{self.threads[1]}"] if any(self.threads) else []))
+
+
+def parse_threads(text: str) -> tuple[int, int]:
+    """``"2,1"`` -> (2, 1): intra-op and inter-op thread pool sizes (0 = TensorFlow's default)."""
+    from microrepro.common.errors import UserError
+
+    try:
+        intra, inter = (int(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(f"--threads takes INTRA,INTER (two whole numbers, 0 = default), got {text!r}") from None
+    if intra < 0 or inter < 0:
+        raise UserError(f"--threads must not be negative, got {text!r}")
+    return intra, inter
+
+
 def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None = None,
-        precision: str = "float32") -> Path:
+        precision: str = "float32", levers: Levers | None = None) -> Path:
     """Run every case in a subprocess; write results/benchmarks.{json,md}.
 
-    ``precision``: the Keras dtype policy the models are built under (``mixed_bfloat16`` on a
-    GPU: float32 variables, bfloat16 compute).
+    ``precision``: the Keras dtype policy the models are built under (``mixed_bfloat16``: float32
+    variables, bfloat16 compute). ``levers``: schedule, XLA, threads and profiling (its precision
+    wins over ``precision``).
     """
+    levers = levers or Levers(precision=precision)
+    precision = levers.precision
     from tqdm import tqdm
 
     from microrepro.common.errors import UserError
@@ -195,7 +276,7 @@ def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None 
     jobs, skipped = [], []
     for paper in papers or list(PAPERS):
         try:
-            n = len(cases_for(paper))
+            n = len(cases_for(paper, levers.schedule))
         except UserError as err:
             print(f"[bench] {paper}: skipped ({err})")
             skipped.append(paper)
@@ -209,7 +290,7 @@ def run(papers: list[str] | None = None, repeats: int = 5, out_dir: Path | None 
     rows = []
     for paper, index in tqdm(jobs, desc="benchmarks", unit="case"):
         cmd = [sys.executable, "-m", "microrepro.common.bench", "--case", f"{paper}:{index}", "--repeats", str(repeats),
-               "--precision", precision]
+               *levers.args()]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
         if proc.returncode != 0:
             rows.append({"paper": paper, "case": index, "error": proc.stderr.strip().splitlines()[-1:]})
@@ -238,7 +319,7 @@ def _load_rows(path: Path) -> list[dict]:
 
 def _row_key(row: dict) -> tuple:
     return (row["paper"], row.get("model", f"case {row.get('case')}"), row.get("device"), row.get("backend"),
-            row.get("precision"))
+            row.get("precision"), row.get("schedule", "paper"), bool(row.get("xla")), tuple(row.get("threads", (0, 0))))
 
 
 def merge_rows(old: list[dict], new: list[dict], papers_run: list[str]) -> list[dict]:
@@ -281,7 +362,7 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
         "pipeline img/s (ratio) | infer ms/img | field s (size) | peak RSS MB | commit |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    published = []
+    published, profiles = [], []
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['paper']} | case {row['case']} | error: {' '.join(row['error'])} |" + " |" * 9
@@ -289,9 +370,16 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
             continue
         ratio = f" ({row['pipeline_to_training_ratio']:.1f}×)" if "pipeline_to_training_ratio" in row else ""
         field = f"{_m(row.get('s_per_field'), '{:.2f}')} ({row.get('field', '–')})" if row.get("s_per_field") else "–"
+        levers = _levers_text(row)
+        if "profile" in row:
+            step, fwd, loss = (row["train_ms_per_step"]["median"], row["profile"]["forward_ms"]["median"],
+                               row["profile"]["forward_loss_ms"]["median"])
+            parts = " | ".join(f"{ms:.1f} ({ms / step:.0%})" for ms in (fwd, loss - fwd, step - loss))
+            profiles.append(f"| {row['paper']} | {row['model']} | {row['input']} × {row['batch']} | {levers} | "
+                            f"{step:.1f} | {parts} | {row.get('first_step_s', 0):.1f} |")
         lines.append(
             f"| {row['paper']} | {row['model']} | {row['parameters'] / 1e6:.2f} M | {row['input']} × {row['batch']} | "
-            f"{row['backend']} / {row['precision']} | {row['device']} | {_m(row['train_images_per_s'])} | "
+            f"{row['backend']} / {levers} | {row['device']} | {_m(row['train_images_per_s'])} | "
             f"{_m(row['train_ms_per_step'])} | {_m(row.get('pipeline_images_per_s'))}{ratio} | "
             f"{_m(row['infer_ms_per_image'])} | {field} | {row['peak_rss_mb']:.0f} | "
             f"{row.get('commit', meta['commit'])} |"
@@ -312,6 +400,22 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
             "|---|---|---|---|---|",
             *published,
         ]
+    if profiles:
+        lines += [
+            "",
+            "## Where a training step's time goes",
+            "",
+            "Median ms per step of three compiled functions on the same batch: the forward pass in training mode, "
+            "forward + loss (target assignment, sampling, loss terms: the model's `compute_loss`), and the whole "
+            "training step; the parts are their differences (gradients + optimizer = step − forward+loss). "
+            "First step: the first training step's wall time (tracing, and compilation with XLA), paid once per "
+            "model and schedule.",
+            "",
+            "| paper | model | input × batch | levers | step ms | forward ms | loss ms | gradients + update ms | "
+            "first step s |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *profiles,
+        ]
     notes = [row["note"] for row in rows if row.get("note")]
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in dict.fromkeys(notes)]]
@@ -319,18 +423,37 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
     return path
 
 
+def _levers_text(row: dict) -> str:
+    """``short, float32, xla, threads 2/1``: the schedule and levers a row was measured with."""
+    levers = Levers(row.get("schedule", "paper"), row.get("precision", "float32"), bool(row.get("xla")),
+                    tuple(row.get("threads", (0, 0))))
+    return levers.label()
+
+
 def _main() -> int:
     parser = argparse.ArgumentParser(description="run one benchmark case and print its JSON")
     parser.add_argument("--case", required=True, help="<paper>:<index>")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--precision", choices=PRECISIONS, default="float32")
+    parser.add_argument("--schedule", default="paper")
+    parser.add_argument("--xla", action="store_true")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--threads", default="0,0")
     args = parser.parse_args()
     import keras
 
+    threads = parse_threads(args.threads)
+    if any(threads) and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf  # before any op runs: the pools are fixed at the first one
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+        tf.config.threading.set_inter_op_parallelism_threads(threads[1])
     keras.config.set_dtype_policy(args.precision)
     paper, index = args.case.split(":")
-    case = cases_for(paper)[int(index)]
-    print(json.dumps(measure(case, repeats=args.repeats)))
+    case = cases_for(paper, args.schedule)[int(index)]
+    out = measure(case, repeats=args.repeats, jit=args.xla, profile=args.profile)
+    out.update(schedule=args.schedule, threads=list(threads))
+    print(json.dumps(out))
     return 0
 
 

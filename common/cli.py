@@ -201,7 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=5,
                        help="timed repeats after warm-up (median and spread; default 5)")
     bench.add_argument("--precision", default="float32", choices=PRECISIONS,
-                       help="Keras dtype policy of the models (default float32; mixed_bfloat16 on a GPU)")
+                       help="Keras dtype policy of the models (default float32; mixed_bfloat16: bfloat16 compute, "
+                       "fast on GPUs and on CPUs with AVX-512 BF16 / AMX)")
+    bench.add_argument("--schedule", default="paper",
+                       help="which schedule's models (default paper: the full-size ones; short: what the CPU "
+                       "runs train)")
+    bench.add_argument("--xla", action="store_true", help="compile training and inference steps with XLA")
+    bench.add_argument("--threads", metavar="INTRA,INTER", default="0,0",
+                       help="TensorFlow intra-op and inter-op thread pools (default 0,0: TensorFlow's choice)")
+    bench.add_argument("--profile", action="store_true",
+                       help="also break a training step into forward / loss / gradients + update (TF backend)")
     return parser
 
 
@@ -568,7 +577,8 @@ def cmd_bench(args) -> int:
             raise UserError(f"bench: unknown paper '{paper}'; choose any of {', '.join(PAPERS)} (default: all)")
     if args.repeats < 1:
         raise UserError(f"--repeats {args.repeats}: must be at least 1")
-    path = bench.run(args.papers or None, repeats=args.repeats, precision=args.precision)
+    levers = bench.Levers(args.schedule, args.precision, args.xla, bench.parse_threads(args.threads), args.profile)
+    path = bench.run(args.papers or None, repeats=args.repeats, levers=levers)
     print(f"[bench] {path}")
     return 0
 

@@ -73,7 +73,7 @@ def test_a_run_keeps_the_rows_it_did_not_measure_again():
 def test_run_merges_into_an_existing_file(tmp_path, monkeypatch):
     import json
 
-    monkeypatch.setattr(bench, "cases_for", lambda paper: [_case()])
+    monkeypatch.setattr(bench, "cases_for", lambda paper, schedule="paper": [_case()])
     old = {"meta": {"commit": "old1", "date": "then"},
            "rows": [{"paper": "cell_counting", "model": "c_resunet", "device": "CPU x", "backend": "tensorflow",
                      "precision": "float32", "input": "8x8x3", "batch": 1, "parameters": 10,
@@ -122,3 +122,23 @@ def test_no_tensorflow_means_no_pipeline_row_but_a_note(monkeypatch):
     case.pipeline = lambda: (_ for _ in ()).throw(AssertionError("tf.data must not be built"))
     row = bench.measure(case, repeats=1, steps=1)
     assert "pipeline_images_per_s" not in row and "no TensorFlow" in row["note"]
+
+
+def test_xla_and_profile_are_recorded_and_the_step_is_broken_down(tmp_path):
+    import pytest
+
+    from microrepro.common.errors import UserError
+
+    row = bench.measure(_case(), repeats=1, steps=1, jit=True, profile=True)
+    assert row["xla"] is True and row["first_step_s"] > 0
+    assert row["profile"]["forward_ms"]["median"] > 0 and row["profile"]["forward_loss_ms"]["median"] > 0
+    row.update(schedule="short", threads=[2, 1])
+    text = bench.render([row], {"commit": "abc", "date": "today"}, tmp_path / "benchmarks.md").read_text()
+    assert "short, float32, xla, threads 2/1" in text and "## Where a training step's time goes" in text
+    plain = {**row, "xla": False, "threads": [0, 0]}
+    assert bench._row_key(plain) != bench._row_key(row)  # a lever's row never replaces the plain one
+    assert bench.parse_threads("2,1") == (2, 1)
+    with pytest.raises(UserError, match="INTRA,INTER"):
+        bench.parse_threads("2")
+    assert bench.Levers("short", xla=True, threads=(2, 1)).args() == [
+        "--schedule", "short", "--precision", "float32", "--xla", "--threads", "2,1"]
