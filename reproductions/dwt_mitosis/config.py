@@ -43,6 +43,10 @@ class SegTrainConfig:
     positive_weight: cfgtypes.PositiveFloat = 1.0  # 1.0 = plain cross-entropy (eq. 1)
     crop_size: cfgtypes.PositiveInt | None = None  # random crops of the fields (None: whole fields)
     augment: bool = True  # flips / 90° turns (mitoses have no orientation)
+    # 0: every epoch is trained (Sec. 4.3: 100 epochs). N > 0: stop once the validation loss has not
+    # improved for N epochs; the best-validation weights are the ones used. With `epochs` as a cap
+    # shared by both networks, DWT-net and U-Net get equal budgets and each stops at its own plateau.
+    early_stopping_patience: cfgtypes.NonNegInt = 0
 
 
 @dataclass

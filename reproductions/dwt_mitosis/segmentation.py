@@ -76,9 +76,15 @@ def train_seg(kind: str, run: Run, cfg: DwtMitosisConfig, train: ImageSet, val: 
     train_ds, val_ds = seg_datasets(train, val, cfg, run.seed)
     name = SEG_MODELS[kind]
     result = training.fit(model, train_ds, val_ds, run_dir=run.run_dir, name=name, epochs=t.epochs,
-                          steps_per_epoch=steps, monitor="val_loss", verbose=2, tensorboard=False)
+                          steps_per_epoch=steps, monitor="val_loss", verbose=2, tensorboard=False,
+                          early_stopping_patience=t.early_stopping_patience or None)
     training.plot_history(run.run_dir, name, run.figure_path(f"training_{name}"), f"{name}: pixel cross-entropy")
-    return training.schedule_record(result, batch=t.batch_size, steps_per_epoch=steps)
+    record = training.schedule_record(result, batch=t.batch_size, steps_per_epoch=steps)
+    val_loss = [v for v in result["history"].get("val_loss", []) if v is not None]
+    if val_loss:  # which epoch's weights are used, and whether the plateau (not the cap) ended training
+        record["best_epoch"] = int(np.argmin(val_loss)) + 1
+        record["stopped_at_plateau"] = bool(t.early_stopping_patience) and record["epochs"] < t.epochs
+    return record
 
 
 def load_seg(run_dir: Path, cfg: DwtMitosisConfig, kind: str):
