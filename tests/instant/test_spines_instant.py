@@ -43,7 +43,7 @@ def _check_metrics(run, keys):
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
     for key in keys:
         assert key in metrics, f"{key} missing from metrics"
-        values = metrics[key]["val"]
+        values = metrics[key]["holdout"]
         assert EXPECTED <= set(values)
         assert 0.0 <= values["f1"] <= 1.0 and values["ms_per_image"] > 0
         assert values["n_gt"] > 0 and values["tp"] + values["fn"] == values["n_gt"]
@@ -60,7 +60,7 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     data_dir = _write_fixture(tmp_path / "spines")
     # Faster R-CNN has its own (slow) smoke test below: tracing its graph alone takes minutes on
     # a loaded 2-core CPU.
-    cfg = TASK.load_config("paper", "smoke", {"data": {"val_fraction": 0.25}, "faster_rcnn": {"enabled": False}})
+    cfg = TASK.load_config("paper", "smoke", {"data": {"holdout_fraction": 0.25}, "faster_rcnn": {"enabled": False}})
     assert cfg.yolo.train.steps == 2 and cfg.sp_cnn.train.steps == 2
     run = Run.create("spines", cfg, "paper", "smoke", seed=0, out=tmp_path / "run")
     source = DataSource("spines", data_dir, "test fixture")
@@ -71,18 +71,18 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     for key in ("yolov2", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse"):
         for metric in ("precision", "recall", "f1", "map50", "precision_released", "recall_released",
                        "f1_released"):
-            assert {f"{metric}_ci_low", f"{metric}_ci_high"} <= set(recorded[key]["val"]), (key, metric)
-    paired = recorded["paired"]["val"]
+            assert {f"{metric}_ci_low", f"{metric}_ci_high"} <= set(recorded[key]["holdout"]), (key, metric)
+    paired = recorded["paired"]["holdout"]
     for metric in ("f1", "f1_released"):
         for other in ("sp_cnn", "sp_cnn_hard"):
             name = f"{metric}_diff__sp_cnn_mse__vs__{other}"
             assert {name, f"{name}_ci_low", f"{name}_ci_high"} <= set(paired)
-            diff = recorded["sp_cnn_mse"]["val"][metric] - recorded[other]["val"][metric]
+            diff = recorded["sp_cnn_mse"]["holdout"][metric] - recorded[other]["holdout"][metric]
             assert paired[name] == pytest.approx(diff)
     assert not any("faster_rcnn" in k for k in paired)  # Faster R-CNN is off in this run
     prov = json.loads((run.run_dir / "provenance.json").read_text())
     assert prov["bootstrap"] == {"n_boot": 1000, "level": 0.95, "unit": "image", "seed": 0}
-    assert prov["splits"]["val"]["kind"] == "real" and prov["splits"]["val"]["n_images"] == 2
+    assert prov["splits"]["holdout"]["kind"] == "real" and prov["splits"]["holdout"]["n_images"] == 2
     for name in ("yolov2_loss", "yolov2_predictions", "f1_vs_threshold"):
         assert (run.run_dir / "figures" / f"{name}.png").is_file()
 
@@ -90,13 +90,14 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     # run's thresholds.json with its curve, used for the metrics and as predict's default; sp_cnn
     # keeps its fixed 0.5, stored the same way.
     chosen = thresholds.load(run.run_dir, "yolov2")
-    assert chosen.rule == "max_f1_train" and chosen.split == "train" and chosen.n_images == 6
+    # 8 images: holdout 2 (25 %), val 1 (10 % of 6), train 5
+    assert chosen.rule == "max_f1_train" and chosen.split == "train" and chosen.n_images == 5
     assert np.isclose(chosen.curve["thresholds"], chosen.value).sum() == 1
     assert chosen.metric_value == pytest.approx(max(chosen.curve["f1"]))
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    assert metrics["yolov2"]["val"]["score_threshold"] == pytest.approx(chosen.value)
-    assert metrics["yolov2"]["val"]["train_f1_at_threshold"] == pytest.approx(chosen.metric_value)
-    assert metrics["sp_cnn"]["val"]["score_threshold"] == cfg.sp_cnn.peak_threshold
+    assert metrics["yolov2"]["holdout"]["score_threshold"] == pytest.approx(chosen.value)
+    assert metrics["yolov2"]["holdout"]["train_f1_at_threshold"] == pytest.approx(chosen.metric_value)
+    assert metrics["sp_cnn"]["holdout"]["score_threshold"] == cfg.sp_cnn.peak_threshold
     assert thresholds.load(run.run_dir, "sp_cnn").rule == "fixed"
     assert not list(run.run_dir.glob("train/*/operating_threshold.json"))
 
@@ -107,7 +108,7 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
     again = json.loads((run.run_dir / "metrics.json").read_text())
     for key in ("yolov2", "sp_cnn", "sp_cnn_hard", "sp_cnn_mse"):
         for metric in ("f1", "map50", "score_threshold", "tp", "fp"):
-            assert again[key]["val"][metric] == pytest.approx(metrics[key]["val"][metric]), (key, metric)
+            assert again[key]["holdout"][metric] == pytest.approx(metrics[key]["holdout"][metric]), (key, metric)
 
     # predict (common.predict): one objects CSV + overlay per image, counts.csv with one row per image
     out = tmp_path / "pred"
@@ -148,7 +149,7 @@ def test_smoke_schedule_yolo_and_sp_cnn_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_smoke_schedule_faster_rcnn_end_to_end_and_evaluate(tmp_path):
     data_dir = _write_fixture(tmp_path / "spines")
-    overrides = {"data": {"val_fraction": 0.25}, "yolo": {"enabled": False}, "sp_cnn": {"enabled": False}}
+    overrides = {"data": {"holdout_fraction": 0.25}, "yolo": {"enabled": False}, "sp_cnn": {"enabled": False}}
     cfg = TASK.load_config("released", "smoke", overrides)
     assert cfg.faster_rcnn.keep_aspect_ratio and cfg.faster_rcnn.loc_loss_weight == 2.0
     run = Run.create("spines", cfg, "released", "smoke", seed=0, out=tmp_path / "run")
@@ -161,7 +162,7 @@ def test_smoke_schedule_faster_rcnn_end_to_end_and_evaluate(tmp_path):
     assert "faster_rcnn" in json.loads((run.run_dir / "metrics.json").read_text())
     # released preset: the released evaluation's fixed 0.6, nothing chosen on training images
     assert cfg.faster_rcnn.threshold_rule == "fixed"
-    assert json.loads((run.run_dir / "metrics.json").read_text())["faster_rcnn"]["val"]["score_threshold"] == 0.6
+    assert json.loads((run.run_dir / "metrics.json").read_text())["faster_rcnn"]["holdout"]["score_threshold"] == 0.6
     stored = thresholds.load(run.run_dir, "faster_rcnn")
     assert (stored.value, stored.rule, stored.curve) == (0.6, "fixed", {})
     # predict with the stored 0.6: the common files, one row per image
