@@ -73,7 +73,7 @@ def _yolo_case(cfg) -> BenchCase:
 
     def build():
         model = train.build_yolo(cfg)
-        model.compile(optimizer=train.make_optimizer(y.train), loss=train.yolo_loss(cfg))  # as train.train_yolo
+        train.compile_model(model, y.train, loss=train.yolo_loss(cfg))  # as train.train_yolo
         return model
 
     def make_batch(n: int):
@@ -100,7 +100,7 @@ def _faster_rcnn_case(cfg) -> BenchCase:
 
     def build():
         model = train.build_faster_rcnn(cfg, seed=0)
-        model.compile(optimizer=train.make_optimizer(f.train))  # the loss is the model's compute_loss
+        train.compile_model(model, f.train)  # the loss is the model's compute_loss
         return model
 
     def make_batch(n: int):
@@ -130,7 +130,7 @@ def _sp_cnn_case(cfg) -> BenchCase:
         priors = np.random.default_rng(0).random((scfg.n_priors, scfg.prior_size, scfg.prior_size)).astype(np.float32)
         model = train.build_sp_cnn(cfg)
         loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight)
-        model.compile(optimizer=train.make_optimizer(scfg.train), loss=loss)  # as train.train_sp_cnn
+        train.compile_model(model, scfg.train, loss=loss)  # as train.train_sp_cnn
         return model
 
     def make_batch(n: int):

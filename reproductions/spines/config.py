@@ -71,6 +71,9 @@ class TrainConfig:
     steps: cfgtypes.PositiveInt = 9000  # total optimisation steps
     steps_per_epoch: cfgtypes.PositiveInt = 100  # steps between checkpoints / log rows
     max_minutes: cfgtypes.NonNegFloat = 0.0  # 0 = no wall-clock cap; short CPU schedules stop at this budget
+    # XLA for the training step. False = Keras' own choice ("auto": XLA on a GPU or under JAX, not on a
+    # TensorFlow CPU); True forces it (results/benchmarks.md measures what it pays on a CPU, README).
+    xla: bool = False
 
 
 @dataclass

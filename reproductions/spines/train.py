@@ -33,6 +33,11 @@ def make_optimizer(train_cfg) -> keras.optimizers.Optimizer:
                                    weight_decay=train_cfg.weight_decay or None)
 
 
+def compile_model(model, train_cfg, **kwargs) -> None:
+    """Compile with the schedule's optimizer; ``train_cfg.xla`` forces XLA (else Keras' "auto")."""
+    model.compile(optimizer=make_optimizer(train_cfg), jit_compile=True if train_cfg.xla else "auto", **kwargs)
+
+
 def _fit(model, dataset, train_cfg, run_dir: Path, name: str, verbose, **extra) -> dict:
     """``train_cfg.steps`` steps (in epochs of ``steps_per_epoch``) under its time budget."""
     epochs, steps_per_epoch = training.steps_to_epochs(train_cfg.steps, train_cfg.steps_per_epoch)
@@ -87,7 +92,7 @@ def train_yolo(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, verbose=
     training.set_seed(seed)
     model = build_yolo(cfg)
     init = tiny_yolo.load_pretrained(model, y.pretrained)
-    model.compile(optimizer=make_optimizer(y.train), loss=yolo_loss(cfg))
+    compile_model(model, y.train, loss=yolo_loss(cfg))
     dataset = yolo_dataset(cfg, train, y.train.batch_size, seed)
     return model, _fit(model, dataset, y.train, run_dir, "yolov2", verbose, init=init, input_size=y.input_size)
 
@@ -157,7 +162,7 @@ def train_sp_cnn(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, with_p
     model = build_sp_cnn(cfg)
     loss = sp_cnn.SpCnnLoss(priors, scfg.pool_window, scfg.output_threshold, scfg.reg_weight if with_prior else 0.0,
                             gate=gate)
-    model.compile(optimizer=make_optimizer(scfg.train), loss=loss)
+    compile_model(model, scfg.train, loss=loss)
     dataset = sp_cnn_dataset(images, targets, scfg.train.batch_size, seed)
     described = f"MSE - R (eq. 3, {gate} threshold)" if with_prior else "MSE"
     return model, _fit(model, dataset, scfg.train, run_dir, name, verbose, loss=described, input_size=train.size)
@@ -239,6 +244,6 @@ def train_faster_rcnn(cfg, train: data_lib.Prepared, run_dir: Path, seed: int, v
     training.set_seed(seed)
     model = build_faster_rcnn(cfg, seed)
     init = inception_v2.load_pretrained(model.backbone, f.pretrained)
-    model.compile(optimizer=make_optimizer(f.train))  # the loss is the model's compute_loss
+    compile_model(model, f.train)  # the loss is the model's compute_loss
     dataset = faster_rcnn_dataset(cfg, train, f.train.batch_size, seed)
     return model, _fit(model, dataset, f.train, run_dir, "faster_rcnn", verbose, init=init, input_size=f.input_size)
