@@ -48,11 +48,12 @@ def _numbers(value, out: list) -> None:
 
 def _sources(paper: str) -> list[float]:
     values: list[float] = []
-    runs = [json.loads(p.read_text()) for p in (ROOT / "results" / "runs" / paper).glob("*.json")]
-    for run in runs:
+    folder = ROOT / "results" / "runs" / paper
+    runs = [json.loads(p.read_text()) for p in folder.glob("*.json")]
+    for run in runs + [json.loads(p.read_text()) for p in folder.glob("choices/*.json")]:  # trials: their own values
         _numbers(run, values)
     groups = defaultdict(list)
-    for run in runs:
+    for run in runs:  # seed means over the published runs only
         prov = run["provenance"]
         for model, splits in run["metrics"].items():
             for split, metrics in splits.items():
