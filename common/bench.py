@@ -322,22 +322,29 @@ def _row_key(row: dict) -> tuple:
             row.get("precision"), row.get("schedule", "paper"), bool(row.get("xla")), tuple(row.get("threads", (0, 0))))
 
 
+def _machine(row: dict) -> tuple:
+    """(paper, device, backend, levers): rows of one bench run of a paper on one machine."""
+    return (row["paper"], row.get("device"), row.get("backend"), row.get("precision"), row.get("schedule", "paper"),
+            bool(row.get("xla")), tuple(row.get("threads", (0, 0))))
+
+
 def merge_rows(old: list[dict], new: list[dict], papers_run: list[str]) -> list[dict]:
     """``old`` rows still valid beside ``new``, ordered by paper then old-before-new.
 
-    Dropped: an old row measured again (same paper, model, device, backend, precision), an old
+    Dropped: an old row measured again (same paper, model, device, backend and levers), an old
     error row of a paper run again, and an old row of a paper run again on the same device and
-    backend whose case no longer exists.
+    backend with the same levers (schedule, precision, XLA, threads) whose case no longer exists.
+    Rows of other levers are kept: each lever is a row beside the plain one.
     """
     from microrepro.common.registry import PAPERS
 
     new_keys = {_row_key(row) for row in new}
-    machines = {(row["paper"], row.get("device"), row.get("backend")) for row in new if "error" not in row}
+    machines = {_machine(row) for row in new if "error" not in row}
     kept = []
     for row in old:
         if _row_key(row) in new_keys:
             continue
-        measured_here = (row["paper"], row.get("device"), row.get("backend")) in machines
+        measured_here = _machine(row) in machines
         if row["paper"] in papers_run and ("error" in row or measured_here):
             continue
         kept.append(row)

@@ -68,6 +68,14 @@ def test_a_run_keeps_the_rows_it_did_not_measure_again():
         ("spines", "sp_cnn", "CPU x", "b"),
         ("cell_counting", "c_resunet", "CPU x", "a"),
     ]
+    # a lever's run (XLA) keeps the plain rows, and a later plain run keeps the lever's rows
+    xla = [{"paper": "spines", "model": "yolov2", "precision": "float32", "xla": True, "schedule": "short",
+            "commit": "c", **cpu}]
+    merged = bench.merge_rows(merged, xla, ["spines"])
+    assert [(r.get("model"), r["device"], r["commit"]) for r in merged if r["paper"] == "spines"] == [
+        ("yolov2", "H100", "a"), ("yolov2", "CPU x", "b"), ("sp_cnn", "CPU x", "b"), ("yolov2", "CPU x", "c")]
+    again = bench.merge_rows(merged, [{**new[0], "commit": "d"}], ["spines"])
+    assert [r["commit"] for r in again if r["paper"] == "spines"] == ["a", "c", "d"]  # plain sp_cnn: gone case
 
 
 def test_run_merges_into_an_existing_file(tmp_path, monkeypatch):
