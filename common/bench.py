@@ -414,7 +414,8 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
             "",
             "Median ms per step of three compiled functions on the same batch: the forward pass in training mode, "
             "forward + loss (target assignment, sampling, loss terms: the model's `compute_loss`), and the whole "
-            "training step; the parts are their differences (gradients + optimizer = step − forward+loss). "
+            "training step; the parts are their differences (gradients + optimizer = step − forward+loss), so a "
+            "part within the timing noise can come out slightly negative. "
             "First step: the first training step's wall time (tracing, and compilation with XLA), paid once per "
             "model and schedule.",
             "",

@@ -29,6 +29,8 @@ NOT_RESULTS = {
         "0.99": "darknet's BN momentum / tiny-YOLO parameter count in millions (model summary)",
         "0.075": "second value of the threshold grid 0.05, 0.075, ..., 0.95",
         "0.997": "the TF OD API's BN momentum (faster_rcnn.bn_momentum default in config.py)",
+        "1.64": "ratio of two results/benchmarks.md rows: Faster R-CNN short 110.2 / 67.4 ms per step (XLA)",
+        "1.15": "ratio of two results/benchmarks.md rows: SP-CNN short 649.5 / 565.5 ms per step (bfloat16)",
     },
     "fcn_segmentation": {"1.37": "FCRN-A parameter count in millions (model summary)"},
     "cell_counting": {"0.011": "Gaussian mass outside 3 sigma (weight-map truncation arithmetic)"},
