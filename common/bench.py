@@ -317,15 +317,20 @@ def _load_rows(path: Path) -> list[dict]:
     return [{"commit": old_meta.get("commit", "?"), "date": old_meta.get("date", "?"), **row} for row in old_rows]
 
 
+def _levers_of(row: dict) -> Levers:
+    """The levers a row was measured with (rows from before levers existed: the plain ones)."""
+    return Levers(row.get("schedule", "paper"), row.get("precision"), bool(row.get("xla")),
+                  tuple(row.get("threads", (0, 0))))
+
+
 def _row_key(row: dict) -> tuple:
     return (row["paper"], row.get("model", f"case {row.get('case')}"), row.get("device"), row.get("backend"),
-            row.get("precision"), row.get("schedule", "paper"), bool(row.get("xla")), tuple(row.get("threads", (0, 0))))
+            _levers_of(row))
 
 
 def _machine(row: dict) -> tuple:
     """(paper, device, backend, levers): rows of one bench run of a paper on one machine."""
-    return (row["paper"], row.get("device"), row.get("backend"), row.get("precision"), row.get("schedule", "paper"),
-            bool(row.get("xla")), tuple(row.get("threads", (0, 0))))
+    return (row["paper"], row.get("device"), row.get("backend"), _levers_of(row))
 
 
 def merge_rows(old: list[dict], new: list[dict], papers_run: list[str]) -> list[dict]:
@@ -377,7 +382,7 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
             continue
         ratio = f" ({row['pipeline_to_training_ratio']:.1f}×)" if "pipeline_to_training_ratio" in row else ""
         field = f"{_m(row.get('s_per_field'), '{:.2f}')} ({row.get('field', '–')})" if row.get("s_per_field") else "–"
-        levers = _levers_text(row)
+        levers = _levers_of(row).label()  # e.g. short, float32, xla, threads 2/1
         if "profile" in row:
             step, fwd, loss = (row["train_ms_per_step"]["median"], row["profile"]["forward_ms"]["median"],
                                row["profile"]["forward_loss_ms"]["median"])
@@ -429,13 +434,6 @@ def render(rows: list[dict], meta: dict, path: Path) -> Path:
         lines += ["", "## Notes", "", *[f"- {n}" for n in dict.fromkeys(notes)]]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _levers_text(row: dict) -> str:
-    """``short, float32, xla, threads 2/1``: the schedule and levers a row was measured with."""
-    levers = Levers(row.get("schedule", "paper"), row.get("precision", "float32"), bool(row.get("xla")),
-                    tuple(row.get("threads", (0, 0))))
-    return levers.label()
 
 
 def _main() -> int:
