@@ -180,11 +180,45 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["lr"] = float(keras.ops.convert_to_numpy(lr))
 
 
+class BudgetCosine(keras.callbacks.Callback):
+    """Cosine decay from ``lr`` to ``lr * floor`` over whichever ends first: ``steps`` or ``minutes``.
+
+    A budget-aware schedule (Li et al., "Budgeted training", ICLR 2020): progress is
+    ``max(optimizer step / steps, wall clock / minutes)``, so a run stopped by its time budget
+    still ends with a small learning rate instead of being cut mid-plateau. The step count is the
+    optimizer's (resumes continue on schedule); the clock counts this session only.
+    """
+
+    def __init__(self, lr: float, steps: int, minutes: float | None = None, floor: float = 0.0):
+        super().__init__()
+        self.lr, self.steps, self.floor = float(lr), max(1, int(steps)), float(floor)
+        self.seconds = float(minutes or 0.0) * 60.0
+        self.start, self.step = None, 0
+
+    def progress(self) -> float:
+        done = self.step / self.steps
+        if self.seconds > 0 and self.start is not None:
+            done = max(done, (time.perf_counter() - self.start) / self.seconds)
+        return min(1.0, done)
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))  # > 0 after a resume
+
+    def on_train_batch_begin(self, batch, logs=None):
+        cosine = 0.5 * (1.0 + math.cos(math.pi * self.progress()))
+        self.model.optimizer.learning_rate = self.lr * (self.floor + (1.0 - self.floor) * cosine)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+
+
 def schedule_callbacks(lr_schedule: dict | None, monitor: str) -> list:
     """Callbacks for the lr schedules the papers use.
 
     ``{"kind": "plateau", "factor": 0.7, "patience": 4, "min_lr": 0}`` (cell_counting Sec. 4.5),
     ``{"kind": "step", "every_epochs": 20, "factor": 0.1}`` (fcn_segmentation Sec. 7.1),
+    ``{"kind": "budget_cosine", "lr": 1e-3, "steps": 9000, "minutes": 12}`` (``BudgetCosine``),
     ``{"kind": "constant"}`` or None.
     """
     if not lr_schedule or lr_schedule.get("kind", "constant") == "constant":
@@ -211,7 +245,10 @@ def schedule_callbacks(lr_schedule: dict | None, monitor: str) -> list:
             return base[0] * factor ** (epoch // every)
 
         return [keras.callbacks.LearningRateScheduler(step)]
-    raise ConfigError(f"unknown lr schedule kind {kind!r} (use plateau, step or constant)")
+    if kind == "budget_cosine":
+        return [BudgetCosine(lr_schedule["lr"], lr_schedule["steps"], lr_schedule.get("minutes"),
+                             lr_schedule.get("floor", 0.0))]
+    raise ConfigError(f"unknown lr schedule kind {kind!r} (use plateau, step, budget_cosine or constant)")
 
 
 def _replicas_in_sync() -> int:

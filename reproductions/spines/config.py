@@ -71,6 +71,9 @@ class TrainConfig:
     steps: cfgtypes.PositiveInt = 9000  # total optimisation steps
     steps_per_epoch: cfgtypes.PositiveInt = 100  # steps between checkpoints / log rows
     max_minutes: cfgtypes.NonNegFloat = 0.0  # 0 = no wall-clock cap; short CPU schedules stop at this budget
+    # constant (the papers: Sec. 3.1 / 3.2 give one learning rate) | cosine: decays to 0 over whichever ends
+    # first, steps or max_minutes (common.training.BudgetCosine), so a time-budgeted run ends annealed.
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     # XLA for the training step. False = Keras' own choice ("auto": XLA on a GPU or under JAX, not on a
     # TensorFlow CPU); True forces it (results/benchmarks.md measures what it pays on a CPU, README).
     xla: bool = False

@@ -42,9 +42,13 @@ def _fit(model, dataset, train_cfg, run_dir: Path, name: str, verbose, **extra) 
     """``train_cfg.steps`` steps (in epochs of ``steps_per_epoch``) under its time budget."""
     epochs, steps_per_epoch = training.steps_to_epochs(train_cfg.steps, train_cfg.steps_per_epoch)
     budget = training.TimeBudget(train_cfg.max_minutes)
+    schedule = None
+    if train_cfg.lr_schedule == "cosine":
+        schedule = {"kind": "budget_cosine", "lr": train_cfg.lr, "steps": train_cfg.steps,
+                    "minutes": train_cfg.max_minutes}
     result = training.fit(
         model, dataset, None, run_dir=run_dir, name=name, epochs=epochs, steps_per_epoch=steps_per_epoch,
-        monitor="loss", callbacks=[budget], verbose=verbose, tensorboard=False,
+        lr_schedule=schedule, monitor="loss", callbacks=[budget], verbose=verbose, tensorboard=False,
     )
     return training.schedule_record(result, batch=train_cfg.batch_size, steps_per_epoch=steps_per_epoch,
                                     budget=budget, **extra)

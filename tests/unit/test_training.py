@@ -1,5 +1,7 @@
 """common/training.py: resume to the same result, NaN stop, the papers' lr schedules, logs."""
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -87,6 +89,23 @@ def test_plateau_schedule_reduces_lr_when_loss_stalls(tmp_path):
     result = _fit(model, tmp_path, epochs=6, lr_schedule={"kind": "plateau", "factor": 0.7, "patience": 1, "min_lr": 0})
     lrs = result["history"]["lr"]
     assert lrs[-1] < lrs[0] * 0.7 ** 2 + 1e-15
+
+
+def test_budget_cosine_anneals_over_steps_and_resumes_on_schedule(tmp_path):
+    # 4 batches per epoch, 16 steps in all: the lr logged after epoch e was set before step 4e+3
+    schedule = {"kind": "budget_cosine", "lr": 0.01, "steps": 16, "floor": 0.1}
+    expected = [0.01 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * (4 * e + 3) / 16))) for e in range(4)]
+    with pytest.raises(_Killed):
+        _fit(_model(lr=0.01), tmp_path, epochs=4, lr_schedule=schedule, callbacks=[_KillAt(2)])
+    result = _fit(_model(lr=0.01), tmp_path, epochs=4, lr_schedule=schedule)  # resumed: same curve
+    np.testing.assert_allclose(result["history"]["lr"], expected, rtol=1e-5)
+    assert result["history"]["loss"][-1] < result["history"]["loss"][0]
+
+
+def test_budget_cosine_follows_the_clock_when_the_budget_ends_first():
+    callback = training.BudgetCosine(lr=1.0, steps=10**9, minutes=1.0)
+    callback.start = time.perf_counter() - 120.0  # training began two minutes ago: the minute is gone
+    assert callback.progress() == 1.0
 
 
 def test_unknown_schedule_is_a_config_error():
