@@ -118,6 +118,20 @@ class RuntimeConfig:
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
 
 
+def sections(cls: type) -> type:
+    """``@dataclass`` for a config whose fields typed by another config dataclass default to a fresh one.
+
+    ``model: ModelConfig`` in the class body means ``model: ModelConfig = field(default_factory=
+    ModelConfig)``: every paper's top-level config is a list of such sections, declared by type only.
+    A field with a default of its own keeps it.
+    """
+    hints = typing.get_type_hints(cls)
+    for name in cls.__dict__.get("__annotations__", {}):
+        if name not in cls.__dict__ and _is_dataclass_type(hints[name]):
+            setattr(cls, name, dataclasses.field(default_factory=hints[name]))
+    return dataclasses.dataclass(cls)
+
+
 def _join(where: str, key: str) -> str:
     """``config.train.lr`` for config files, ``--set train.lr`` for command-line overrides."""
     return f"{where} {key}" if where == "--set" else f"{where}.{key}"
@@ -290,15 +304,15 @@ def parse_set(assignments: list[str] | None) -> dict:
     return out
 
 
-def read_yaml(path: Path) -> dict:
-    """Read a YAML mapping with a clear error for a missing or malformed file."""
+def read_yaml(path: Path, missing: str = "config file not found") -> dict:
+    """Read a YAML mapping with a clear error for a missing (``path: missing``) or malformed file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {missing}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

@@ -13,8 +13,7 @@ import json
 import math
 from pathlib import Path
 
-import yaml
-
+from microrepro.common import config as config_lib
 from microrepro.common.errors import ConfigError, DataError
 from microrepro.common.runs import REPO_ROOT, read_json, results_root
 
@@ -33,12 +32,7 @@ def published_path(paper: str) -> Path:
 
 def load_published(paper: str) -> dict:
     path = published_path(paper)
-    if not path.is_file():
-        raise ConfigError(f"{path}: missing (each paper types its published numbers there, once)")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    data = config_lib.read_yaml(path, missing="missing (each paper types its published numbers there, once)")
     for table in data.get("tables", []):
         for row in table.get("rows", []):
             for key in ("model", "metric", "published", "source"):

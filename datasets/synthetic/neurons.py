@@ -294,15 +294,12 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
             y0, x0 = int(round(pos[1] - lcy)), int(round(pos[0] - lcx))
             img_sl, loc_sl = _crop(labels, y0, x0, cell.shape)
             seen = cell[loc_sl]
-            area = int(seen.sum())
-            if area < config.min_visible_px:
-                continue
-            covered = overlap.fits(labels[img_sl][seen], area)
-            if covered is None:
-                continue
-            break
+            fit = overlap.try_fit(labels[img_sl], seen, config.min_visible_px)
+            if fit is not None:
+                break
         else:
             continue
+        covered, area = fit
         label = overlap.place(covered, area)
         labels[img_sl][seen] = label
         centres[label] = (x0 + lcx, y0 + lcy)

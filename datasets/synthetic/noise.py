@@ -392,6 +392,15 @@ class Overlap:
             return None
         return ids, counts
 
+    def try_fit(self, labels: np.ndarray, mask: np.ndarray, min_visible_px: int):
+        """``(covered, area)`` of a candidate drawn at ``mask`` over the ``labels`` window, or None when
+        it shows fewer than ``min_visible_px`` pixels or the rule refuses it (:meth:`fits`)."""
+        area = int(mask.sum())
+        if area < min_visible_px:
+            return None
+        covered = self.fits(labels[mask], area)
+        return None if covered is None else (covered, area)
+
     def place(self, covered: tuple[np.ndarray, np.ndarray], area: int) -> int:
         """Record an object of ``area`` px covering ``covered`` (from :meth:`fits`); returns its label."""
         label = len(self.visible)

@@ -168,17 +168,14 @@ def generate_one(index: int, seed: int, config: SimcepConfig) -> Sample:
             if raster is None:
                 continue
             window, cell = raster
-            area = int(cell.sum())
-            if area < config.min_visible_px:
-                continue
             # Overlap rule (SIMCEP `population.overlap`), checked both ways and cumulatively
             # so that z-order never hides more than max_overlap of an earlier cell.
-            covered = overlap.fits(labels[window][cell], area)
-            if covered is None:
-                continue
-            break
+            fit = overlap.try_fit(labels[window], cell, config.min_visible_px)
+            if fit is not None:
+                break
         else:
             continue  # image too full: SIMCEP also gives up on a cell after FAIL_LIMIT tries
+        covered, area = fit
         label = overlap.place(covered, area)
         labels[window][cell] = label
         centres[label] = (cx, cy)

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from microrepro.common import config as cfgtypes  # range types: cfgtypes.PositiveInt, cfgtypes.Probability...
@@ -56,7 +56,7 @@ class AugmentSettings:
     elastic_sigma: cfgtypes.NonNegFloat = 6.0
 
 
-@dataclass
+@cfgtypes.sections
 class DataConfig:
     """Crops, oversampling, synthetic fields and splits (Sec. 4.1)."""
 
@@ -70,7 +70,7 @@ class DataConfig:
     synthetic_train_fields: Annotated[int, cfgtypes.Range(min=2)] = 20  # >= 2: split_fields carves a validation field
     synthetic_test_fields: cfgtypes.PositiveInt = 10
     synthetic_seed: cfgtypes.NonNegInt = 1234
-    augment: AugmentSettings = field(default_factory=AugmentSettings)
+    augment: AugmentSettings
 
 
 @dataclass
@@ -114,15 +114,15 @@ class EvalConfig:
     timing_crop: cfgtypes.PositiveInt = 512
 
 
-@dataclass
+@cfgtypes.sections
 class CellCountingConfig:
     """Top level; ``name`` enters run names ``{model}_{backbone}_{schedule}_{dataset}``."""
 
     name: str = "c_resunet_fnc"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    weight_map: WeightMapConfig = field(default_factory=WeightMapConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
+    model: ModelConfig
+    weight_map: WeightMapConfig
+    data: DataConfig
+    train: TrainConfig
+    postprocess: PostprocessConfig
+    eval: EvalConfig
+    runtime: cfgtypes.RuntimeConfig  # strategy, precision

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from microrepro.common import config as cfgtypes  # range types: cfgtypes.PositiveInt, cfgtypes.Probability...
@@ -139,17 +139,17 @@ class EvalConfig:
     figure_examples: cfgtypes.NonNegInt = 8
 
 
-@dataclass
+@cfgtypes.sections
 class DwtMitosisConfig:
     name: str = "rcnn_dwtunet_amibr"
-    seg: SegNetConfig = field(default_factory=SegNetConfig)
-    seg_train: SegTrainConfig = field(default_factory=SegTrainConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    amibr: AmibrConfig = field(default_factory=AmibrConfig)
-    rcnn: RCNNConfig = field(default_factory=RCNNConfig)
-    faster: FasterPhase2Config = field(default_factory=FasterPhase2Config)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
+    seg: SegNetConfig
+    seg_train: SegTrainConfig
+    synthetic: SyntheticConfig
+    amibr: AmibrConfig
+    rcnn: RCNNConfig
+    faster: FasterPhase2Config
+    eval: EvalConfig
+    runtime: cfgtypes.RuntimeConfig  # strategy, precision
     label_sources: tuple[LabelSource, ...] = ("dwt", "unet", "manual")  # Table 2 rows (manual: synthetic only)
     square_size_um: cfgtypes.PositiveFloat = 10.0  # side of the "square" label source (Sec. 2 baseline)
     pixel_size_um: cfgtypes.PositiveFloat | None = None  # your own data (own_data.py): µm per px without meta.yaml

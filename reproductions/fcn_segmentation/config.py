@@ -56,11 +56,11 @@ class OptimConfig:
     jit_compile: bool = True
 
 
-@dataclass
+@cfgtypes.sections
 class PretrainConfig:
     """Pre-training on SIMCEP-like synthetic images (Sec. 7.1)."""
 
-    train: OptimConfig = field(default_factory=OptimConfig)
+    train: OptimConfig
     n_images: cfgtypes.PositiveInt = 50  # synthetic full images the patches are sampled from
     n_patches: cfgtypes.PositiveInt = 200  # random 128×128 training patches (Sec. 7.1)
     n_val_patches: cfgtypes.PositiveInt = 40  # synthetic validation patches: checkpoint + MCC threshold
@@ -115,17 +115,17 @@ class EvalConfig:
     timing_size: cfgtypes.PositiveInt = 256
 
 
-@dataclass
+@cfgtypes.sections
 class FcnSegmentationConfig:
     """Top-level config; ``name`` enters run names ``{name}_{preset}_{schedule}_s{seed}``."""
 
     name: str = "fcrn_a_simcep_dsb2018"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    vgg: VggConfig = field(default_factory=VggConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
+    model: ModelConfig
+    pretrain: PretrainConfig
+    finetune: FinetuneConfig
+    vgg: VggConfig
+    eval: EvalConfig
+    runtime: cfgtypes.RuntimeConfig  # strategy, precision
     # Per-image percentile normalisation to [0, 1]; the paper does not say how it scaled inputs.
     normalize_low: Percentile = 1.0
     normalize_high: Percentile = 99.8

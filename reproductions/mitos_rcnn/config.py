@@ -25,6 +25,7 @@ from microrepro.common.config import (
     Probability,
     Range,
     RuntimeConfig,
+    sections,
 )
 
 ModelKey = Literal["faster_rcnn_conv5", "faster_rcnn_conv4", "mitos_rcnn"]  # model.MODEL_KEYS, the rows of Table II
@@ -59,14 +60,14 @@ class RPNConfig:
     nms_iou: Probability = 0.7  # Sec. IV-B.2: NMS 0.7 (both RPNs)
 
 
-@dataclass
+@sections
 class ModelConfig:
     """The three detectors of Table II and their shared parts."""
 
     input_size: Annotated[int, Range(min=32)] = 299  # Sec. IV-A: "only 299x299 px images as input"; >= 32 for VGG
     num_classes: PositiveInt = 2  # Sec. IV-B: "mitotic figure" (0) and "not mitotic figure" (1), + background
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    rpn1: RPNConfig = field(default_factory=RPNConfig)  # RPN_1 on conv4_3 (and the baselines' RPN)
+    backbone: BackboneConfig
+    rpn1: RPNConfig  # RPN_1 on conv4_3 (and the baselines' RPN)
     rpn2: RPNConfig = field(
         default_factory=lambda: RPNConfig(anchor_sizes=[64.0], anchor_ratios=[1.0], conv_channels=256)
     )  # RPN_2 on conv3+4: "sliding window ... scale of 64^2 px and a 1:1 aspect ratio"
@@ -143,14 +144,14 @@ class EvalConfig:
     n_figure_fields: NonNegInt = 4
 
 
-@dataclass
+@sections
 class MitosRCNNConfig:
     """Top level; ``models`` lists the rows of Table II to train."""
 
     name: str = "mitos_rcnn_vgg16_amibr"
     models: list[ModelKey] = field(default_factory=lambda: ["faster_rcnn_conv5", "faster_rcnn_conv4", "mitos_rcnn"])
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # strategy, precision (every model)
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    runtime: RuntimeConfig  # strategy, precision (every model)

@@ -174,17 +174,17 @@ class SpCnnConfig:
     )
 
 
-@dataclass
+@cfgtypes.sections
 class SpinesConfig:
     """Top-level config; ``name`` names run folders ``{name}_{preset}_{schedule}_s{seed}``."""
 
     name: str = "frcnn-yolo-spcnn_inceptionv2-tinyyolo_spines"
-    data: DataConfig = field(default_factory=DataConfig)
-    matching: MatchConfig = field(default_factory=MatchConfig)
-    yolo: YoloConfig = field(default_factory=YoloConfig)
-    faster_rcnn: FasterRCNNSpinesConfig = field(default_factory=FasterRCNNSpinesConfig)
-    sp_cnn: SpCnnConfig = field(default_factory=SpCnnConfig)
-    runtime: cfgtypes.RuntimeConfig = field(default_factory=cfgtypes.RuntimeConfig)  # strategy, precision
+    data: DataConfig
+    matching: MatchConfig
+    yolo: YoloConfig
+    faster_rcnn: FasterRCNNSpinesConfig
+    sp_cnn: SpCnnConfig
+    runtime: cfgtypes.RuntimeConfig  # strategy, precision
     timing_repeats: cfgtypes.PositiveInt = 5  # ms/image: median over this many timed passes after a warm-up
     timing_images: cfgtypes.PositiveInt = 8
     n_figure_images: cfgtypes.NonNegInt = 6
