@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
-from microrepro.common.config import NonNegFloat, PositiveFloat, PositiveInt, Probability
+from microrepro.common.config import NonNegFloat, PositiveFloat, PositiveInt, Probability, sections
 
 
 @dataclass
@@ -40,10 +40,10 @@ class EvalConfig:
     threshold_step: PositiveFloat = 0.05
 
 
-@dataclass
+@sections  # each section field defaults to a fresh instance of its type
 class FixtureConfig:
     name: str = "discs_heatmap"
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
