@@ -32,8 +32,21 @@ NOT_RESULTS = {
         "1.64": "ratio of two results/benchmarks.md rows: Faster R-CNN short 110.2 / 67.4 ms per step (XLA)",
         "1.15": "ratio of two results/benchmarks.md rows: SP-CNN short 649.5 / 565.5 ms per step (bfloat16)",
     },
-    "fcn_segmentation": {"1.37": "FCRN-A parameter count in millions (model summary)"},
-    "cell_counting": {"0.011": "Gaussian mass outside 3 sigma (weight-map truncation arithmetic)"},
+    "fcn_segmentation": {
+        "1.37": "FCRN-A parameter count in millions (model summary)",
+        "1.22": "ratio of two results/benchmarks.md rows: FCRN-A short 323.0 / 263.9 ms per step (XLA)",
+        "1.21": "ratio of two results/benchmarks.md rows: FCRN-A short 323.0 / 267.5 ms per step (bfloat16)",
+    },
+    "cell_counting": {
+        "0.011": "Gaussian mass outside 3 sigma (weight-map truncation arithmetic)",
+        "1.09": "ratio of two results/benchmarks.md rows: c-ResUNet short 221.7 / 204.3 ms per step (bfloat16)",
+    },
+    "mitos_rcnn": {
+        "1.16": "ratio of two results/benchmarks.md rows: conv5 short 81.2 / 70.3 ms per step (XLA)",
+        "1.07": "ratio of two results/benchmarks.md rows: MITOS-RCNN short 81.3 / 75.7 ms per step (XLA)",
+        "1.14": "ratio of two results/benchmarks.md rows: conv5 short 81.2 / 71.1 ms per step (bfloat16)",
+        "1.57": "ratio of two results/benchmarks.md rows: conv4 short 97.3 / 62.0 ms per step (bfloat16)",
+    },
 }
 
 
