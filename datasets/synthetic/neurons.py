@@ -247,9 +247,7 @@ def generate_one(index: int, seed: int, config: NeuronsConfig) -> Sample:
     shape = (h, w)
     red = np.zeros(shape, np.float32)
     green = np.zeros(shape, np.float32)
-    labels = np.zeros(shape, np.int32)
-    overlap = noise.Overlap(config.max_overlap)
-    centres: dict[int, tuple[float, float]] = {}
+    labels, overlap, centres = noise.layout(shape, config.max_overlap)
     confusers: list[dict] = []
     area_ratio = (h * w) / float(config.reference_size[0] * config.reference_size[1])
 

@@ -411,6 +411,12 @@ class Overlap:
         return label
 
 
+def layout(shape: tuple[int, int], max_overlap: float) -> tuple[np.ndarray, Overlap, dict]:
+    """What a generator places cells into: an empty int32 instance-label image, the overlap rule
+    (:class:`Overlap`) and the ``{label: (x, y)}`` centres it fills."""
+    return np.zeros(shape, np.int32), Overlap(max_overlap), {}
+
+
 def generate_all(generate_one, n: int, seed: int, config) -> list[Sample]:
     """``[generate_one(i, seed, config) for i in range(n)]`` once ``n`` and ``config`` are checked."""
     if n < 0:

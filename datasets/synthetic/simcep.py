@@ -138,9 +138,7 @@ def generate_one(index: int, seed: int, config: SimcepConfig) -> Sample:
     h, w = config.image_size
     shape = (h, w)
     signal = np.zeros(shape, np.float32)
-    labels = np.zeros(shape, np.int32)
-    overlap = noise.Overlap(config.max_overlap)
-    centres: dict[int, tuple[float, float]] = {}
+    labels, overlap, centres = noise.layout(shape, config.max_overlap)
 
     n_target = min(int(rng.poisson(config.n_cells_mean)), config.n_cells_max)
     clusters = rng.uniform([0, 0], [w, h], (config.n_clusters, 2))
