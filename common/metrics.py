@@ -260,6 +260,18 @@ def average_precision(
     Reference: spines Table 1 (mAP@0.5); Lin et al. 2014 (COCO); pycocotools
         ``COCOeval.evaluateImg`` / ``accumulate``.
     """
+    return ap_from_matches(image_matches(pred_boxes, pred_scores, gt_boxes, iou_threshold,
+                                         max_detections=max_detections))
+
+
+def image_matches(pred_boxes: Sequence, pred_scores: Sequence, gt_boxes: Sequence, iou_threshold: float = 0.5,
+                  *, max_detections: int | None = None) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """Per image, ``(scores sorted high to low, matched (bool) in that order, number of gt boxes)``:
+    the greedy matching of :func:`average_precision`, which depends on that image only.
+
+    :func:`ap_from_matches` of any list of these (images repeated or left out, as a bootstrap
+    resample does) equals ``average_precision`` of the same images, without matching again.
+    """
     n = len(pred_boxes)
     if len(pred_scores) != n or len(gt_boxes) != n:
         raise ValueError(
@@ -267,8 +279,7 @@ def average_precision(
             "they must be equal (one per image)"
         )
     threshold = min(float(iou_threshold), 1 - 1e-10)
-    all_scores, all_matched = [], []
-    n_gt = 0
+    out = []
     for k in range(n):
         boxes = _as_boxes(pred_boxes[k], f"image {k} pred")
         scores = np.asarray(pred_scores[k], np.float64).reshape(-1)
@@ -279,13 +290,17 @@ def average_precision(
         if max_detections is not None:
             order = order[:max_detections]
         match = _coco_greedy(box_iou(boxes[order], gt), threshold)
-        all_scores.append(scores[order])
-        all_matched.append(match >= 0)
-        n_gt += len(gt)
+        out.append((scores[order], match >= 0, len(gt)))
+    return out
+
+
+def ap_from_matches(matches: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> float:
+    """COCO average precision of images already matched by :func:`image_matches` (see there)."""
+    n_gt = sum(m[2] for m in matches)
     if n_gt == 0:
         return float("nan")
-    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    matched = np.concatenate(all_matched) if all_matched else np.zeros(0, bool)
+    scores = np.concatenate([m[0] for m in matches]) if matches else np.zeros(0)
+    matched = np.concatenate([m[1] for m in matches]) if matches else np.zeros(0, bool)
     ranking = np.argsort(-scores, kind="mergesort")
     tp = np.cumsum(matched[ranking]).astype(np.float64)
     fp = np.cumsum(~matched[ranking]).astype(np.float64)

@@ -12,6 +12,7 @@ import pytest
 from microrepro.common.matching import get_matcher
 from microrepro.common.metrics import (
     _pixel_metrics_from_counts,
+    ap_from_matches,
     average_precision,
     best_f1_threshold,
     best_threshold,
@@ -19,6 +20,7 @@ from microrepro.common.metrics import (
     count_errors,
     detection_sweep,
     foreground_iou,
+    image_matches,
     matched_object_iou,
     mean_instance_iou,
     pixel_metrics,
@@ -274,6 +276,18 @@ def test_average_precision_agrees_with_pycocotools(rng, iou_threshold, max_det):
     reference = _pycocotools_ap(pred_boxes, pred_scores, gt_boxes, iou_threshold, max_det)
     assert 0.05 < reference < 0.99  # a non-trivial case
     assert ours == pytest.approx(reference, abs=1e-6)
+
+
+def test_ap_of_a_resample_from_matches_done_once_is_average_precision(rng):
+    gt_boxes = [_random_boxes(rng, int(rng.integers(0, 5))) for _ in range(6)]
+    pred_boxes = [np.concatenate([_random_boxes(rng, 3, jitter_from=g), _random_boxes(rng, 2)]) for g in gt_boxes]
+    pred_scores = [np.round(rng.random(len(p)), 1) for p in pred_boxes]  # ties across images: order matters
+    matches = image_matches(pred_boxes, pred_scores, gt_boxes, 0.5)
+    for _ in range(5):  # bootstrap-like resamples: repeats, omissions, any order
+        idx = rng.integers(0, 6, 6)
+        direct = average_precision([pred_boxes[i] for i in idx], [pred_scores[i] for i in idx],
+                                   [gt_boxes[i] for i in idx], 0.5)
+        assert ap_from_matches([matches[i] for i in idx]) == direct or np.isnan(direct)
 
 
 # ------------------------------------------------------------------------------------ mean IoU
