@@ -21,7 +21,8 @@ def test_tiny_yolo_overfits_eight_real_images(shared_data, tmp_path):
     # A fixed scale and no augmentation: the point is to memorise these 8 images.
     cfg, train = _eight_real_images(shared_data, "yolo", {
         "multiscale_sizes": [], "flip_horizontal": False, "rot90": False, "brightness": 0.0, "contrast": 0.0,
-        "train": {"batch_size": 8, "steps": 160, "steps_per_epoch": 20, "max_minutes": 0.0},
+        "train": {"batch_size": 8, "steps": 160, "steps_per_epoch": 20, "max_minutes": 0.0,
+                  "lr_schedule": "constant"},  # memorising: the short schedule's cosine would anneal in 160 steps
     })
 
     model, info = train_lib.train_yolo(cfg, train, tmp_path / "run", seed=0, verbose=0)
