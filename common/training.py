@@ -186,7 +186,9 @@ class BudgetCosine(keras.callbacks.Callback):
     A budget-aware schedule (Li et al., "Budgeted training", ICLR 2020): progress is
     ``max(optimizer step / steps, wall clock / minutes)``, so a run stopped by its time budget
     still ends with a small learning rate instead of being cut mid-plateau. The step count is the
-    optimizer's (resumes continue on schedule); the clock counts this session only.
+    optimizer's (resumes continue on schedule); the clock counts this session only. The rate is set
+    before every step; under JAX the trainer keeps the variables in its own state within an epoch,
+    so there the new rate takes effect at each epoch's first step (a step-wise cosine).
     """
 
     def __init__(self, lr: float, steps: int, minutes: float | None = None, floor: float = 0.0):
