@@ -319,7 +319,7 @@ def _load_rows(path: Path) -> list[dict]:
 
 def _levers_of(row: dict) -> Levers:
     """The levers a row was measured with (rows from before levers existed: the plain ones)."""
-    return Levers(row.get("schedule", "paper"), row.get("precision"), bool(row.get("xla")),
+    return Levers(row.get("schedule", "paper"), row.get("precision", "float32"), bool(row.get("xla")),
                   tuple(row.get("threads", (0, 0))))
 
 
