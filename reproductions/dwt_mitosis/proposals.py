@@ -17,8 +17,10 @@ for accurate object detection and semantic segmentation", CVPR 2014 (Sec. 2.1, A
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +54,7 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_proposals: int |
     if image.dtype != np.uint8:
         raise ValueError(f"image must be uint8, got {image.dtype}")
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    _seed_c_rand(0)  # OpenCV ranks the regions with C's rand(): same image -> same proposals, in any process
     search.setBaseImage(np.ascontiguousarray(image[..., 2::-1]))  # OpenCV expects BGR
     if mode == "fast":
         search.switchToSelectiveSearchFast()
@@ -65,6 +68,33 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_proposals: int |
     if max_proposals is not None:
         rects = rects[: int(max_proposals)]
     return np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1).astype(np.float32)
+
+
+@functools.cache
+def _c_srand():
+    """C's ``srand`` as the process's OpenCV sees it, or None where it cannot be reached."""
+    import ctypes
+    import sys
+
+    try:
+        libc = ctypes.CDLL("ucrtbase") if sys.platform == "win32" else ctypes.CDLL(None)
+        return libc.srand
+    except (OSError, AttributeError):
+        warnings.warn("C's srand is not reachable: selective-search proposals (ranked with rand()) will vary "
+                      "from one call to the next", RuntimeWarning, stacklevel=3)
+        return None
+
+
+def _seed_c_rand(seed: int) -> None:
+    """Seed C's ``rand()``, which OpenCV's selective search uses to rank its regions (rank = rand × level).
+
+    Unseeded, that ranking follows the process's global rand() state: ``reproduce`` (train, val,
+    then test images) and ``evaluate`` (test images only) kept different proposals of the same
+    test image under ``max_proposals``, so a re-evaluation did not reproduce the metrics.
+    """
+    srand = _c_srand()
+    if srand is not None:
+        srand(int(seed))
 
 
 def filter_proposals(
