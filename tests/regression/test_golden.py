@@ -127,10 +127,11 @@ def _check(where: str, key: str, got, expected, pixel_level: bool = False) -> st
 
 
 # One smoke run, in a fresh Python process: what the golden values describe is `microrepro reproduce`
-# started from scratch, whatever ran before it in the test process. (Measured: dwt_mitosis' R-CNN
-# losses on the 2nd and 3rd label source move by ~3 % when another dwt_mitosis run has already run
-# in the same process; see the paper's README. A fresh process per paper keeps the tier
-# independent of test order and of pytest-xdist's distribution of files.)
+# started from scratch, whatever ran before it in the test process. (Until 1a38e07 dwt_mitosis'
+# R-CNN losses moved by up to ~1.4 % when another run had already called C's rand() in the same
+# process: OpenCV's selective search ranks with it, see the paper's README. Fixed there; a fresh
+# process per paper still keeps the tier independent of any process-global state, of test order and
+# of pytest-xdist's distribution of files.)
 _SMOKE_RUN = """
 import json, sys
 from pathlib import Path
