@@ -112,10 +112,15 @@ class RuntimeConfig:
         precision: the Keras dtype policy models are built under: ``float32``, ``mixed_bfloat16``
             (bf16 compute, float32 weights; CPUs, TPUs, Ampere+ GPUs) or ``mixed_float16`` (GPUs; Keras
             scales the loss).
+        inter_op_threads: TensorFlow's inter-op thread pool (independent ops of one graph run side by
+            side); None = TensorFlow's default. 1 runs the ops of a step one after another: a model
+            whose graph-mode training step is otherwise not repeatable across processes (dwt_mitosis'
+            DWT-net) then repeats bit for bit. Set before TensorFlow starts; other backends ignore it.
     """
 
     strategy: Literal["none", "mirrored", "multiworker", "data_parallel"] = "none"
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "float32"
+    inter_op_threads: PositiveInt | None = None
 
 
 def sections(cls: type) -> type:

@@ -358,9 +358,11 @@ def check_run_target(out: Path, config: Any, preset: str, schedule: str, seed: i
         check_writable(out, "--out")
         return "new"
     stored = _read_dict(out / "config.json")
-    if "runtime" not in stored and hasattr(config, "runtime"):
-        # A run made before configs had a runtime section ran on one device in float32: the defaults.
-        stored = {**stored, "runtime": _stored_config(type(config.runtime)())}
+    if hasattr(config, "runtime"):
+        # A run made before configs had a runtime section (or one of its later keys, e.g. inter_op_threads)
+        # ran with the defaults of what it lacks: one device, float32, TensorFlow's thread pools.
+        defaults = _stored_config(type(config.runtime)())
+        stored = {**stored, "runtime": defaults | (stored.get("runtime") or {})}
     if stored != _stored_config(config):
         keys = sorted(k for k in set(stored) | set(_stored_config(config))
                       if stored.get(k) != _stored_config(config).get(k))

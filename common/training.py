@@ -609,11 +609,38 @@ def runtime_scope(runtime=None):
     precision = getattr(runtime, "precision", "float32") or "float32"
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown runtime.precision={precision!r} (use one of {', '.join(PRECISIONS)})")
+    threads = set_inter_op_threads(getattr(runtime, "inter_op_threads", None))
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
         with distribution(strategy) as engine:
             yield {"strategy": strategy, "replicas": replicas(engine), "precision": precision,
-                   "backend": keras.backend.backend()}
+                   "backend": keras.backend.backend()} | ({"inter_op_threads": threads} if threads else {})
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def set_inter_op_threads(n: int | None) -> int | None:
+    """TensorFlow's inter-op thread pool size ``n`` (``RuntimeConfig.inter_op_threads``); returns the size in effect.
+
+    None leaves TensorFlow's default (returns None). TensorFlow fixes the pool when it starts: asked for
+    another size after that (a second run in one process, a test session), the pool is kept and a
+    warning says so; the returned size is the pool's, so provenance records what ran. Other backends:
+    no effect, None.
+    """
+    if n is None or keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(int(n))
+    except RuntimeError:  # TensorFlow already started in this process
+        current = tf.config.threading.get_inter_op_parallelism_threads()
+        if current != int(n):
+            import warnings
+
+            warnings.warn(f"runtime.inter_op_threads={n} not applied: TensorFlow already started in this "
+                          f"process with {current or 'its default'} (run in a fresh process to apply it)",
+                          RuntimeWarning, stacklevel=2)
+        return current or None
+    return int(n)

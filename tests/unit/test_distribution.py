@@ -256,6 +256,8 @@ def test_mixed_bfloat16_smoke_reproduce(tmp_path, paper):
     assert code == 0
     assert keras.config.dtype_policy().name == "float32"  # restored
     prov = json.loads((out / "provenance.json").read_text())
+    threads = prov["distribution"].pop("inter_op_threads", None)  # dwt_mitosis asks for 1 (kept if TF had started)
+    assert threads in (None, 1)
     assert prov["distribution"] == {"strategy": "none", "replicas": 1, "precision": "mixed_bfloat16",
                                     "backend": "tensorflow"}
     logs = sorted(out.glob("train/*/log.csv"))
@@ -268,10 +270,11 @@ def test_mixed_bfloat16_smoke_reproduce(tmp_path, paper):
 def test_every_paper_has_the_runtime_section():
     for paper in PAPERS:
         task = get_task(paper)
-        assert task.load_config("paper", "smoke").runtime == RuntimeConfig()
+        threads = 1 if paper == "dwt_mitosis" else None  # its DWT-net repeats only with one inter-op thread
+        assert task.load_config("paper", "smoke").runtime == RuntimeConfig(inter_op_threads=threads)
         cfg = task.load_config("paper", "smoke", config_lib.parse_set(
             ["runtime.strategy=mirrored", "runtime.precision=mixed_bfloat16"]))
-        assert cfg.runtime == RuntimeConfig("mirrored", "mixed_bfloat16")
+        assert cfg.runtime == RuntimeConfig("mirrored", "mixed_bfloat16", threads)
         with pytest.raises(ConfigError, match="runtime.strategy"):
             task.load_config("paper", "smoke", {"runtime": {"strategy": "horovod"}})
 
@@ -316,12 +319,33 @@ def test_runtime_scope_sets_and_restores_the_dtype_policy():
         assert runtime["strategy"] == "none" and runtime["precision"] == "float32"
 
 
+def test_inter_op_threads_none_is_tensorflows_default_and_a_started_pool_is_kept_with_a_warning():
+    import keras
+
+    assert training.set_inter_op_threads(None) is None
+    if keras.backend.backend() != "tensorflow":
+        assert training.set_inter_op_threads(1) is None
+        return
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow has started in this test process: its pool is fixed now
+    current = tf.config.threading.get_inter_op_parallelism_threads()
+    other = (current or 1) + 1
+    with pytest.warns(RuntimeWarning, match="inter_op_threads=.*not applied"):
+        assert training.set_inter_op_threads(other) == (current or None)
+    with pytest.warns(RuntimeWarning), training.runtime_scope(RuntimeConfig(inter_op_threads=other)) as runtime:
+        assert runtime.get("inter_op_threads") == (current or None)  # provenance: the pool that ran
+
+
 def test_a_run_made_before_the_runtime_section_still_continues(tmp_path):
     task = get_task("cell_counting")
     cfg = task.load_config("paper", "smoke")
     run = runs.Run.create("cell_counting", cfg, "paper", "smoke", 0, out=tmp_path / "run")
     stored = json.loads((run.run_dir / "config.json").read_text())
     del stored["runtime"]  # as written before configs had one
+    (run.run_dir / "config.json").write_text(json.dumps(stored))
+    assert runs.check_run_target(run.run_dir, cfg, "paper", "smoke", 0) == "continue"
+    stored["runtime"] = {"strategy": "none", "precision": "float32"}  # before inter_op_threads existed
     (run.run_dir / "config.json").write_text(json.dumps(stored))
     assert runs.check_run_target(run.run_dir, cfg, "paper", "smoke", 0) == "continue"
     other = task.load_config("paper", "smoke", {"runtime": {"precision": "mixed_bfloat16"}})
