@@ -138,6 +138,7 @@ from pathlib import Path
 from microrepro.common.data_sources import DataSource
 from microrepro.common.registry import get_task
 from microrepro.common.runs import Run
+from microrepro.common.task import run_in_runtime
 from microrepro.common.training import set_seed
 
 paper, out, preset, schedule, seed, deterministic = sys.argv[1:7]
@@ -145,7 +146,7 @@ task = get_task(paper)
 cfg = task.load_config(preset, schedule)
 set_seed(int(seed), deterministic=deterministic == "1")
 run = Run.create(paper, cfg, preset, schedule, int(seed), out=Path(out) / "run")
-task.reproduce(run, DataSource(task.dataset, None, "regression fixture: synthetic"))
+run_in_runtime(run, task.reproduce, DataSource(task.dataset, None, "regression fixture: synthetic"))  # as the CLI
 (Path(out) / "result.json").write_text(json.dumps({"metrics": run.metrics, "schedule_run": run.schedule_run}))
 """
 
