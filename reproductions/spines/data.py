@@ -221,26 +221,32 @@ def _limit(samples: list, n: int) -> list:
 # tf.data pipelines (input pipelines may use tf; models and losses do not)
 # ----------------------------------------------------------------------------------------------
 def _augment_boxes_fn(flip_horizontal: bool, rot90: bool, brightness: float, contrast: float):
-    """A tf function ``(image (S,S,1) float, boxes (G,4) normalised) -> same`` with Sec. 2's augmentations."""
+    """A tf function ``(image (S,S,1) float, boxes (G,4) normalised, seed (2,) int) -> (image, boxes)``.
+
+    Sec. 2's augmentations, drawn with stateless random ops from ``seed`` (one per stream element):
+    the draws belong to the element, not to whichever of the parallel map's threads reaches a
+    stateful generator first, so a run repeats in a fresh process.
+    """
     import tensorflow as tf
 
-    def fn(image, boxes):
+    def fn(image, boxes, seed):
+        s_flip, s_turn, s_bright, s_contrast = tf.unstack(tf.random.experimental.stateless_split(seed, num=4))
         valid = boxes[:, 2] > boxes[:, 0]
         if flip_horizontal:
-            flip = tf.random.uniform([]) < 0.5
+            flip = tf.random.stateless_uniform([], s_flip) < 0.5
             image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
             flipped = tf.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], axis=1)
             boxes = tf.where(flip, flipped, boxes)
         if rot90:
             # tf.image.rot90 turns counter-clockwise: a point (x, y) goes to (y, 1 - x).
-            turn = tf.random.uniform([]) < 0.5
+            turn = tf.random.stateless_uniform([], s_turn) < 0.5
             image = tf.cond(turn, lambda: tf.image.rot90(image), lambda: image)
             turned = tf.stack([boxes[:, 1], 1.0 - boxes[:, 2], boxes[:, 3], 1.0 - boxes[:, 0]], axis=1)
             boxes = tf.where(turn, turned, boxes)
         if brightness > 0:
-            image = tf.image.random_brightness(image, brightness)
+            image = tf.image.stateless_random_brightness(image, brightness, s_bright)
         if contrast > 0:
-            image = tf.image.random_contrast(image, 1.0 - contrast, 1.0 + contrast)
+            image = tf.image.stateless_random_contrast(image, 1.0 - contrast, 1.0 + contrast, s_contrast)
         image = tf.clip_by_value(image, 0.0, 1.0)
         boxes = tf.where(valid[:, None], boxes, -tf.ones_like(boxes))
         return image, boxes
@@ -281,16 +287,23 @@ def detection_dataset(
     ds = tf.data.Dataset.from_tensor_slices((images, boxes))
     ds = ds.shuffle(len(prepared), seed=seed, reshuffle_each_iteration=True).repeat()
     augment = _augment_boxes_fn(flip_horizontal, rot90, brightness, contrast)
-    ds = ds.map(lambda im, b: augment(tf.cast(im, tf.float32) / 255.0, b), num_parallel_calls=2, deterministic=True)
+
+    def element_seed(index, stream: int):  # stateless seed of the index-th element (or batch) of a stream
+        return tf.stack([tf.cast(seed, tf.int64) * 4 + stream, tf.cast(index, tf.int64)])
+
+    ds = ds.enumerate().map(lambda i, ex: augment(tf.cast(ex[0], tf.float32) / 255.0, ex[1], element_seed(i, 0)),
+                            num_parallel_calls=2, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=True)
     if multiscale_sizes:
         choices = tf.constant(sorted(set(int(s) for s in multiscale_sizes)), tf.int32)
 
-        def rescale(im, b):
-            new = choices[tf.random.uniform([], 0, tf.shape(choices)[0], dtype=tf.int32)]
+        def rescale(index, batch):
+            im, b = batch
+            pick = tf.random.stateless_uniform([], element_seed(index, 1), 0, tf.shape(choices)[0], dtype=tf.int32)
+            new = choices[pick]
             return tf.image.resize(im, tf.stack([new, new]), method="bilinear"), b
 
-        ds = ds.map(rescale)
+        ds = ds.enumerate().map(rescale)
     if not normalised:
         ds = ds.map(lambda im, b: (im, tf.where(b >= 0, b * size, b)))
     from microrepro.common.pipeline import shard_by_data
