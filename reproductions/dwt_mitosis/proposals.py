@@ -71,14 +71,15 @@ def selective_search(image: np.ndarray, mode: str = "fast", max_proposals: int |
 
 
 @functools.cache
-def _c_srand():
-    """C's ``srand`` as the process's OpenCV sees it, or None where it cannot be reached."""
+def _c_library():
+    """The C library whose ``rand`` / ``srand`` the process's OpenCV uses, or None where it cannot be reached."""
     import ctypes
     import sys
 
     try:
         libc = ctypes.CDLL("ucrtbase") if sys.platform == "win32" else ctypes.CDLL(None)
-        return libc.srand
+        libc.srand, libc.rand  # noqa: B018 - both must exist
+        return libc
     except (OSError, AttributeError):
         warnings.warn("C's srand is not reachable: selective-search proposals (ranked with rand()) will vary "
                       "from one call to the next", RuntimeWarning, stacklevel=3)
@@ -92,9 +93,9 @@ def _seed_c_rand(seed: int) -> None:
     then test images) and ``evaluate`` (test images only) kept different proposals of the same
     test image under ``max_proposals``, so a re-evaluation did not reproduce the metrics.
     """
-    srand = _c_srand()
-    if srand is not None:
-        srand(int(seed))
+    libc = _c_library()
+    if libc is not None:
+        libc.srand(int(seed))
 
 
 def filter_proposals(

@@ -55,15 +55,12 @@ def test_selective_search_ranking_does_not_depend_on_the_process_rand_state():
     Unseeded, ``evaluate`` (test images first) kept other proposals than ``reproduce`` (train and
     val images before them), and re-evaluating a run changed its F1.
     """
-    import ctypes
-    import sys
-
-    if P._c_srand() is None:
+    libc = P._c_library()
+    if libc is None:
         pytest.skip("C's srand is not reachable on this platform")
     rng = np.random.default_rng(1)
     image = np.kron(rng.integers(0, 255, (8, 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # ~120 regions
     first = P.selective_search(image, "fast", 10)
-    libc = ctypes.CDLL("ucrtbase") if sys.platform == "win32" else ctypes.CDLL(None)
     for _ in range(7):  # what other code in the process (another image's search) does to rand()
         libc.rand()
     P.selective_search(np.ascontiguousarray(image[::-1]), "fast", None)
